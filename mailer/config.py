@@ -1,0 +1,260 @@
+"""Settings: a TOML file read into typed, validated values.
+
+A bad, unknown or missing key raises `ConfigError` naming the file, the line where we can find
+it, and the dotted key (`smtp.port`). Secrets come from the environment, never from the file:
+`MAILER_SECRET_KEY` (several keys separated by commas, oldest first, for rotation; the last one
+signs) and `MAILER_SMTP_PASSWORD`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mailer.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "DatabaseSettings",
+    "ListSettings",
+    "PolicySettings",
+    "SenderSettings",
+    "Settings",
+    "SmtpSettings",
+    "ThrottleSettings",
+    "WebSettings",
+    "load_settings",
+    "parse_settings",
+    "secret_keys_from_env",
+]
+
+DEFAULT_CONFIG_PATH = "mailer.toml"
+_HEADER_UNSAFE = re.compile(r"[\r\n]")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_line_breaks(value: str) -> str:
+    # Values end up in mail headers; a line break would let them add headers of their own.
+    if _HEADER_UNSAFE.search(value):
+        raise ValueError("must not contain a line break")
+    return value
+
+
+class SenderSettings(_Section):
+    organization: str = Field(min_length=1)
+    from_name: str = Field(min_length=1)
+    from_address: str = Field(min_length=3)
+    reply_to: str | None = None
+    postal_address: str = Field(min_length=1)
+    # The mailto: target of List-Unsubscribe; defaults to unsubscribe@<domain of from_address>.
+    unsubscribe_address: str | None = None
+
+    _check = field_validator(
+        "organization",
+        "from_name",
+        "from_address",
+        "reply_to",
+        "postal_address",
+        "unsubscribe_address",
+    )(lambda v: v if v is None else _no_line_breaks(v))
+
+    @field_validator("from_address")
+    @classmethod
+    def _has_domain(cls, value: str) -> str:
+        if "@" not in value or value.endswith("@"):
+            raise ValueError("must be an e-mail address like nieuws@bakkerij.example")
+        return value
+
+    @property
+    def domain(self) -> str:
+        return self.from_address.rsplit("@", 1)[1].lower()
+
+    @property
+    def unsubscribe_mailto(self) -> str:
+        return self.unsubscribe_address or f"unsubscribe@{self.domain}"
+
+
+class SmtpSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    username: str = ""
+    max_connections: int = Field(default=4, ge=1, le=100)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class ThrottleSettings(_Section):
+    # 0 switches a limit off.
+    messages_per_second: float = Field(default=10.0, ge=0)
+    per_domain_per_minute: float = Field(default=600.0, ge=0)
+    max_attempts: int = Field(default=5, ge=1)
+    retry_base_seconds: float = Field(default=30.0, ge=0)
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite:///mailer.db"
+
+
+class WebSettings(_Section):
+    base_url: str = "http://localhost:8000"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    confirm_ttl_hours: float = Field(default=48.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with https:// (or http:// for local testing)")
+        return value.rstrip("/")
+
+
+class PolicySettings(_Section):
+    jurisdiction: Literal["NL", "BE"] = "NL"
+    soft_optin: bool = True
+    role_addresses: bool = False
+    offer_addresses: tuple[str, ...] = ()
+    retention_days: int = Field(default=365, ge=1)
+
+    @field_validator("offer_addresses")
+    @classmethod
+    def _lowercase(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(a.strip().lower() for a in value)
+
+
+class ListSettings(_Section):
+    title: str = Field(min_length=1)
+    wording: str = Field(min_length=1)
+
+
+class Settings(_Section):
+    locale: Literal["nl", "en"] = "nl"
+    # Extra folder searched before the bundled templates/ (your own campaign templates).
+    templates_dir: str | None = None
+    sender: SenderSettings
+    smtp: SmtpSettings = SmtpSettings()
+    throttle: ThrottleSettings = ThrottleSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    web: WebSettings = WebSettings()
+    policy: PolicySettings = PolicySettings()
+    lists: dict[str, ListSettings] = Field(min_length=1)
+
+    # Filled from the environment, not the file.
+    secret_keys: tuple[str, ...] = ()
+    smtp_password: str = ""
+    source: str = "<settings>"
+
+    @field_validator("lists")
+    @classmethod
+    def _list_names(cls, value: dict[str, ListSettings]) -> dict[str, ListSettings]:
+        for name in value:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", name):
+                raise ValueError(
+                    f'list name "{name}" must be lowercase letters, digits, "-" or "_"'
+                )
+        return value
+
+    def require_secret_keys(self) -> tuple[str, ...]:
+        if not self.secret_keys:
+            raise ConfigError(
+                "MAILER_SECRET_KEY is not set; links in mail must be signed. "
+                "Set it to a long random string.",
+                file=self.source,
+            )
+        return self.secret_keys
+
+
+def secret_keys_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    raw = environ.get("MAILER_SECRET_KEY", "")
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def parse_settings(
+    data: Mapping[str, Any],
+    *,
+    source: str,
+    text: str = "",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Validate a mapping (parsed TOML) into `Settings`; `text` lets errors name a line."""
+    env = os.environ if environ is None else environ
+    for reserved in ("secret_keys", "smtp_password", "source"):
+        if reserved in data:
+            raise ConfigError(
+                "is not a setting; secrets come from the environment", file=source, key=reserved
+            )
+    try:
+        return Settings.model_validate(
+            {
+                **data,
+                "secret_keys": secret_keys_from_env(env),
+                "smtp_password": env.get("MAILER_SMTP_PASSWORD", ""),
+                "source": source,
+            }
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(part) for part in first["loc"])
+        line = _line_of_key(text, [str(p) for p in first["loc"]])
+        where = f"{source}:{line}" if line else source
+        message = _sentence(first["type"], first["msg"])
+        raise ConfigError(message, file=where, key=key) from None
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the TOML file at `path`."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            "the configuration file does not exist; copy config.example.toml to start",
+            file=str(path),
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot be read: {exc}", file=str(path)) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"is not valid TOML: {exc}", file=str(path)) from None
+    return parse_settings(data, source=str(path), text=text, environ=environ)
+
+
+def _sentence(kind: str, msg: str) -> str:
+    if kind == "missing":
+        return "is required but missing."
+    if kind == "extra_forbidden":
+        return "is not a known setting (see config.example.toml)."
+    return msg[0].lower() + msg[1:] + ("" if msg.endswith(".") else ".")
+
+
+def _line_of_key(text: str, loc: Sequence[str]) -> int | None:
+    """Best-effort line number of a dotted key in TOML text (for the error message)."""
+    if not text or not loc:
+        return None
+    table: list[str] = []
+    section_line: int | None = None
+    *parents, leaf = [p for p in loc if not p.isdigit()]
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", line)
+        if header:
+            table = [p.strip().strip('"') for p in header.group(1).split(".")]
+            if table == list(loc[: len(table)]) and len(table) == len(loc) and parents == []:
+                return number
+            if table == parents:
+                section_line = number
+            continue
+        key = re.match(r'([A-Za-z0-9_"-]+)\s*=', line)
+        if key and table == parents and key.group(1).strip('"') == leaf:
+            return number
+    return section_line

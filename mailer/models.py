@@ -1,0 +1,189 @@
+"""The tables (DESIGN.md, "Data"). Only these fields are stored: data minimisation.
+
+Enumerated values (basis, skip reason, status, consent event) are stored as their string values;
+the enums in `mailer.policy` and here are the only producers of those strings.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, DateTime, Dialect, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "CONTACT_PERSONAL_FIELDS",
+    "Campaign",
+    "CampaignStatus",
+    "Consent",
+    "ConsentEvent",
+    "ConsentOrigin",
+    "Contact",
+    "Delivery",
+    "DeliveryStatus",
+    "Purchase",
+    "Suppression",
+    "SuppressionReason",
+]
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite (naive storage) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; times are aware UTC inside")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utc_column(*, nullable: bool = True, index: bool = False) -> Column[datetime]:
+    return Column(UtcDateTime(), nullable=nullable, index=index)
+
+
+class ConsentEvent(StrEnum):
+    REQUESTED = "requested"
+    CONFIRMED = "confirmed"
+    WITHDRAWN = "withdrawn"
+
+
+class ConsentOrigin(StrEnum):
+    # Only a confirmation by the person themselves (our confirm page) can lift a suppression.
+    WEB = "web"
+    IMPORT = "import"
+
+
+class SuppressionReason(StrEnum):
+    UNSUBSCRIBED = "unsubscribed"
+    OBJECTED = "objected"
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+    ERASED = "erased"
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    DONE = "done"
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DEFERRED = "deferred"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    SUPPRESSED = "suppressed"
+    # Was being handed to the server when the run stopped: may or may not have arrived.
+    UNKNOWN = "unknown"
+
+
+class Contact(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(unique=True, index=True, max_length=320)
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    initials: str | None = Field(default=None, max_length=20)
+    title: str | None = Field(default=None, max_length=40)
+    gender: str | None = Field(default=None, max_length=20)
+    birth_date: date | None = None
+    street: str | None = Field(default=None, max_length=200)
+    postcode: str | None = Field(default=None, max_length=20)
+    city: str | None = Field(default=None, max_length=100)
+    phone: str | None = Field(default=None, max_length=40)
+    locale: str | None = Field(default=None, max_length=5)
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    relationship_ended_at: datetime | None = Field(default=None, sa_column=_utc_column())
+
+
+CONTACT_PERSONAL_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "initials",
+    "title",
+    "gender",
+    "birth_date",
+    "street",
+    "postcode",
+    "city",
+    "phone",
+    "locale",
+)
+
+
+class Consent(SQLModel, table=True):
+    """Append-only consent events: the evidence of rule 7."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    list_name: str = Field(max_length=64)
+    event: str = Field(max_length=16)
+    origin: str = Field(max_length=16)
+    wording: str
+    source: str = Field(max_length=500)
+    ip: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=500)
+    at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class Purchase(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    contact_id: int = Field(foreign_key="contact.id", index=True)
+    category: str = Field(max_length=64)
+    at: datetime = Field(sa_column=_utc_column(nullable=False))
+    optout_offered: bool
+    objected_at: datetime | None = Field(default=None, sa_column=_utc_column())
+
+
+class Suppression(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    # HMAC of the normalised address: an erased person stays suppressed without their address.
+    address_hash: str = Field(index=True, max_length=64)
+    reason: str = Field(max_length=16)
+    # None: all lists; otherwise the one list it applies to.
+    scope: str | None = Field(default=None, max_length=64)
+    at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, index=True, max_length=100)
+    list_name: str = Field(max_length=64)
+    category: str | None = Field(default=None, max_length=64)
+    subject: str = Field(max_length=300)
+    template: str = Field(max_length=100)
+    status: str = Field(default=CampaignStatus.DRAFT, max_length=16)
+    schedule: str | None = Field(default=None, max_length=100)
+    created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class Delivery(SQLModel, table=True):
+    """The ledger: one row per (campaign, contact); the record of rule 8."""
+
+    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
+    basis: str | None = Field(default=None, max_length=32)
+    skip_reason: str | None = Field(default=None, max_length=32)
+    status: str = Field(max_length=16, index=True)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    smtp_reply: str | None = Field(default=None, max_length=1000)
+    message_id: str | None = Field(default=None, max_length=200)
+    sent_at: datetime | None = Field(default=None, sa_column=_utc_column())

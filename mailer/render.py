@@ -1,0 +1,292 @@
+"""Rendering: Jinja templates into one MIME message per recipient (pure: no I/O but templates).
+
+The mailer, not the template, adds the footer (sender identity and unsubscribe link, rule 2) to
+both parts, and the List-Unsubscribe headers (RFC 2369, RFC 8058). Images must be linked, not
+embedded (rule 5): a `cid:` or `data:` reference is refused.
+"""
+
+from __future__ import annotations
+
+import quopri
+import re
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.header import Header
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    Template,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    UndefinedError,
+    select_autoescape,
+)
+
+from mailer.config import Settings
+from mailer.errors import HeaderInjectionError, TemplateError
+
+__all__ = [
+    "BUNDLED_TEMPLATES",
+    "CampaignContent",
+    "MessageFactory",
+    "Recipient",
+    "RenderedMessage",
+    "check_header_value",
+    "encode_address",
+    "encode_header",
+    "find_embedded_images",
+    "make_environment",
+]
+
+_PACKAGE_TEMPLATES = Path(__file__).parent / "templates"  # inside an installed wheel
+_SOURCE_TEMPLATES = Path(__file__).parent.parent / "templates"  # in a source checkout
+BUNDLED_TEMPLATES = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else _SOURCE_TEMPLATES
+LOCALES = ("nl", "en")
+
+_EMBEDDED = re.compile(
+    r"""(?:\b(?:src|href|background|poster|srcset)\s*=\s*["']?\s*|url\(\s*["']?\s*)(cid:|data:)""",
+    re.IGNORECASE,
+)
+_LINE_BREAK = re.compile(r"[\r\n]")
+
+
+def make_environment(settings: Settings) -> Environment:
+    """Jinja environment: the user's templates_dir first, then the bundled templates/."""
+    dirs: list[str] = []
+    if settings.templates_dir:
+        dirs.append(settings.templates_dir)
+    dirs.append(str(BUNDLED_TEMPLATES))
+    return Environment(
+        loader=ChoiceLoader([FileSystemLoader(d) for d in dirs]),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def find_embedded_images(html: str) -> list[str]:
+    """The embedded-image schemes (`cid:`, `data:`) an HTML text refers to."""
+    return [m.group(1).lower() for m in _EMBEDDED.finditer(html)]
+
+
+def check_header_value(name: str, value: str) -> str:
+    if _LINE_BREAK.search(value):
+        raise HeaderInjectionError(f"the {name} header value contains a line break")
+    return value
+
+
+def encode_header(name: str, value: str) -> str:
+    """`Name: value` as folded, RFC 2047-encoded header lines (no trailing CRLF)."""
+    check_header_value(name, value)
+    if value.isascii() and len(name) + len(value) < 76:
+        return f"{name}: {value}"
+    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name)
+    return f"{name}: " + encoded.encode(linesep="\r\n")
+
+
+def encode_address(name: str | None, address: str) -> str:
+    """A mailbox `Display Name <addr>`, the name quoted or RFC 2047-encoded as needed."""
+    check_header_value("address", address)
+    if not name:
+        return address
+    check_header_value("display name", name)
+    if not name.isascii():
+        return f"{Header(name, 'utf-8').encode()} <{address}>"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}" <{address}>'
+
+
+def _qp(text: str) -> bytes:
+    # Quoted-printable keeps every line under 76 octets (RFC 2045) and CRLF only (no bare LF).
+    body = quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8"))
+    return body.replace(b"\n", b"\r\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    contact_id: int
+    email: str
+    first_name: str | None = None
+    last_name: str | None = None
+    locale: str | None = None
+
+    @property
+    def display_name(self) -> str | None:
+        name = " ".join(p for p in (self.first_name, self.last_name) if p)
+        return name or None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignContent:
+    name: str
+    subject: str
+    template: str
+    list_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedMessage:
+    message_id: str
+    data: bytes
+    unsubscribe_url: str
+
+
+class _Parts:
+    """The compiled templates of one campaign in one locale."""
+
+    def __init__(self, env: Environment, template: str, locale: str) -> None:
+        self.html = _load(env, f"campaigns/{template}/{locale}.html")
+        self.text = _load(env, f"campaigns/{template}/{locale}.txt")
+        self.footer_html = _load(env, f"mail/footer.{locale}.html")
+        self.footer_text = _load(env, f"mail/footer.{locale}.txt")
+        source = env.loader.get_source(env, f"campaigns/{template}/{locale}.html")[0]  # type: ignore[union-attr]
+        if embedded := find_embedded_images(source):
+            raise TemplateError(
+                f"embeds images ({', '.join(sorted(set(embedded)))}); marketing mail must link "
+                "images by https URL, not embed them",
+                file=f"campaigns/{template}/{locale}.html",
+            )
+
+
+def _load(env: Environment, name: str) -> Template:
+    try:
+        return env.get_template(name)
+    except TemplateNotFound:
+        raise TemplateError("the template does not exist", file=name) from None
+    except TemplateSyntaxError as exc:
+        raise TemplateError(exc.message or "syntax error", file=name, line=exc.lineno) from exc
+
+
+class MessageFactory:
+    """Builds the message of one campaign for each recipient. Templates are compiled once."""
+
+    def __init__(
+        self,
+        env: Environment,
+        settings: Settings,
+        campaign: CampaignContent,
+        unsubscribe_token: Any,
+    ) -> None:
+        self._env = env
+        self._settings = settings
+        self._campaign = campaign
+        self._token = unsubscribe_token  # (contact_id, list_name) -> str
+        self._parts: dict[str, _Parts] = {}
+        sender = settings.sender
+        self._list_title = settings.lists[campaign.list_name].title
+        check_header_value("subject", campaign.subject)
+        self._static_headers = "\r\n".join(
+            [
+                "From: " + encode_address(sender.from_name, sender.from_address),
+                encode_header("Subject", campaign.subject),
+                *([f"Reply-To: {check_header_value('Reply-To', sender.reply_to)}"]
+                  if sender.reply_to else []),
+                encode_header(
+                    "List-Id", f"{self._list_title} <{campaign.list_name}.{sender.domain}>"
+                ),
+                "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+                "MIME-Version: 1.0",
+            ]
+        )  # fmt: skip
+        self.parts_for(settings.locale)  # fail early on a missing or bad template
+
+    def parts_for(self, locale: str | None) -> _Parts:
+        chosen = locale if locale in LOCALES else self._settings.locale
+        parts = self._parts.get(chosen)
+        if parts is None:
+            try:
+                parts = _Parts(self._env, self._campaign.template, chosen)
+            except TemplateError:
+                if chosen == self._settings.locale:
+                    raise
+                parts = self.parts_for(self._settings.locale)  # no template in that language
+            self._parts[chosen] = parts
+        return parts
+
+    def render(
+        self, recipient: Recipient, *, basis: str, now: datetime, delivery_ref: str = ""
+    ) -> RenderedMessage:
+        settings, sender = self._settings, self._settings.sender
+        token = self._token(recipient.contact_id, self._campaign.list_name)
+        unsubscribe_url = f"{settings.web.base_url}/unsubscribe/{token}"
+        mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + quote(f"unsubscribe {token}")
+        parts = self.parts_for(recipient.locale)
+        context: Mapping[str, Any] = {
+            "contact": recipient,
+            "first_name": recipient.first_name or "",
+            "campaign": self._campaign,
+            "sender": sender,
+            "list_title": self._list_title,
+            "unsubscribe_url": unsubscribe_url,
+            "basis": basis,
+        }
+        try:
+            html = _with_footer_html(parts.html.render(context), parts.footer_html.render(context))
+            text = (
+                parts.text.render(context).rstrip()
+                + "\n\n-- \n"
+                + parts.footer_text.render(context)
+            )
+        except UndefinedError as exc:
+            raise TemplateError(
+                f"uses an unknown variable: {exc.message}",
+                file=f"campaigns/{self._campaign.template}",
+            ) from exc
+        if embedded := find_embedded_images(html):
+            raise TemplateError(
+                f"the rendered message embeds images ({', '.join(sorted(set(embedded)))}); "
+                "link images by https URL instead",
+                file=f"campaigns/{self._campaign.template}",
+            )
+        ref = delivery_ref or secrets.token_hex(6)
+        message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
+        boundary = "=_" + secrets.token_hex(16)
+        headers = "\r\n".join(
+            [
+                self._static_headers,
+                "To: " + encode_address(recipient.display_name, recipient.email),
+                f"Date: {format_datetime(now)}",
+                f"Message-ID: {message_id}",
+                f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
+                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+            ]
+        )
+        data = b"".join(
+            [
+                headers.encode("ascii"),
+                b"\r\n\r\n",
+                _part(boundary, "text/plain", _qp(text)),
+                _part(boundary, "text/html", _qp(html)),
+                f"--{boundary}--\r\n".encode("ascii"),
+            ]
+        )
+        return RenderedMessage(message_id, data, unsubscribe_url)
+
+
+def _part(boundary: str, content_type: str, body: bytes) -> bytes:
+    head = (
+        f'--{boundary}\r\nContent-Type: {content_type}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    return head.encode("ascii") + body + (b"" if body.endswith(b"\r\n") else b"\r\n")
+
+
+def _with_footer_html(html: str, footer: str) -> str:
+    # Before </body> when the template has one, so the footer is inside the document.
+    index = html.lower().rfind("</body>")
+    if index == -1:
+        return html + footer
+    return html[:index] + footer + html[index:]
+
+
+def available_templates(env: Environment) -> Sequence[str]:
+    return sorted({n.split("/")[1] for n in env.list_templates() if n.startswith("campaigns/")})

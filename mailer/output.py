@@ -1,0 +1,117 @@
+"""Terminal output for the command line: rich on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from mailer.campaign import CampaignReport
+from mailer.planning import PlanSummary
+
+__all__ = ["SendProgress", "error", "json_document", "line", "plan_table", "report_table"]
+
+_out = Console(highlight=False)
+_err = Console(stderr=True, highlight=False)
+
+
+def line(text: str) -> None:
+    _out.print(text, markup=False)
+
+
+def error(text: str) -> None:
+    _err.print(f"error: {text}", markup=False, style="bold red" if _err.is_terminal else None)
+
+
+def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("decision")
+    table.add_column("basis / reason")
+    table.add_column("recipients", justify="right")
+    for kind, label, count in rows:
+        table.add_row(kind, label, str(count))
+    return table
+
+
+def plan_table(plan: PlanSummary, *, title: str) -> None:
+    from mailer.policy import Basis
+
+    bases = {str(b) for b in Basis}
+    rows = [
+        ("send" if label in bases else "skip", label, count)
+        for label, count in sorted(
+            plan.by_label.items(), key=lambda kv: (kv[0] not in bases, kv[0])
+        )
+    ]
+    rows.append(("total", f"{plan.allowed} to send", plan.total))
+    _out.print(_table(title, rows))
+
+
+def report_table(report: CampaignReport) -> None:
+    rows = [("status", k, v) for k, v in sorted(report.by_status.items())]
+    rows += [("basis", k, v) for k, v in sorted(report.by_basis.items())]
+    rows += [("skipped", k, v) for k, v in sorted(report.by_skip_reason.items())]
+    rows.append(("total", "", report.total))
+    table = _table(f"Report of {report.campaign}", rows)
+    table.columns[0].header, table.columns[1].header = "counted by", "value"
+    _out.print(table)
+
+
+def json_document(head: Mapping[str, Any], key: str, items: Iterable[Mapping[str, Any]]) -> None:
+    """Write `{**head, key: [items...]}` as JSON, streaming the items (no list in memory)."""
+    write = sys.stdout.write
+    body = json.dumps(dict(head), ensure_ascii=False, indent=2)
+    write(body[:-2] + f',\n  "{key}": [')
+    for number, item in enumerate(items):
+        write(("," if number else "") + "\n    " + json.dumps(item, ensure_ascii=False))
+    write("\n  ]\n}\n")
+
+
+class SendProgress:
+    """A rich progress bar on a terminal; plain lines at every tenth otherwise."""
+
+    def __init__(self) -> None:
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._total = 0
+        self._done = 0
+        self._next_line = 0
+
+    def __enter__(self) -> SendProgress:
+        if _out.is_terminal:
+            self._bar = Progress(
+                TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=_out,
+            )  # fmt: skip
+            self._bar.start()
+        return self
+
+    def start(self, plan: PlanSummary) -> None:
+        self._total = plan.allowed
+        line(f"Audience: {plan.allowed} to send, {plan.total - plan.allowed} skipped.")
+        if self._bar is not None:
+            self._task = self._bar.add_task("send", total=self._total)
+        self._next_line = max(1, self._total // 10)
+
+    def advance(self, _status: str) -> None:
+        self._done += 1
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)
+        elif self._done >= self._next_line or self._done == self._total:
+            line(f"sent or settled {self._done} of {self._total}")
+            self._next_line = self._done + max(1, self._total // 10)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()

@@ -1,0 +1,284 @@
+"""Running a campaign: claim a ledger row, re-check suppression, render, send, record.
+
+Each row is claimed (status `sending`) in its own short transaction just before its message is
+handed to the server, and recorded right after the reply. A run that is killed therefore leaves
+at most one row in doubt per connection; the next run marks those `unknown` instead of
+re-sending them, and sends everything still queued. The unique (campaign, contact) ledger row
+makes a second run send nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import Engine, and_, func, or_, select, update
+
+from mailer.campaign import content_of, get_campaign
+from mailer.config import Settings
+from mailer.models import (
+    Campaign,
+    CampaignStatus,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    SuppressionReason,
+)
+from mailer.planning import PlanSummary, materialise
+from mailer.policy import SkipReason
+from mailer.render import MessageFactory, Recipient, make_environment
+from mailer.suppression import add_suppression, is_suppressed
+from mailer.throttle import Throttle, backoff_delay
+from mailer.tokens import TokenSigner
+from mailer.transport import Outcome, Reply, SmtpConnection, classify
+
+__all__ = ["Clock", "Connection", "RunSummary", "run_campaign", "send_campaign"]
+
+Clock = Callable[[], datetime]
+ProgressCallback = Callable[[str], None]
+
+_delivery = Delivery.__table__  # type: ignore[attr-defined]
+_contact = Contact.__table__  # type: ignore[attr-defined]
+_campaign = Campaign.__table__  # type: ignore[attr-defined]
+_PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+_PAGE = 500
+
+
+class Connection(Protocol):
+    async def send(self, sender: str, recipient: str, message: bytes) -> Reply: ...
+    async def close(self) -> None: ...
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RunSummary:
+    plan: PlanSummary
+    outcomes: Counter[str] = field(default_factory=Counter)
+    in_doubt: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.outcomes[DeliveryStatus.FAILED]
+
+
+@dataclass(frozen=True, slots=True)
+class _Job:
+    delivery_id: int
+    basis: str
+    recipient: Recipient
+
+
+class _Run:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        campaign: Campaign,
+        clock: Clock,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.campaign = campaign
+        self.clock = clock
+        self.on_progress = on_progress
+        self.keys = settings.require_secret_keys()
+        self.factory = MessageFactory(
+            make_environment(settings),
+            settings,
+            content_of(campaign),
+            TokenSigner(self.keys).unsubscribe_token,
+        )
+        t = settings.throttle
+        self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute)
+        self.outcomes: Counter[str] = Counter()
+
+    # -- the database side -------------------------------------------------------------------
+
+    def due_jobs(self, after_id: int) -> list[_Job]:
+        now = self.clock()
+        query = (
+            select(
+                _delivery.c.id, _delivery.c.basis, _contact.c.id.label("contact_id"),
+                _contact.c.email, _contact.c.first_name, _contact.c.last_name, _contact.c.locale,
+            )
+            .join(_contact, _contact.c.id == _delivery.c.contact_id)
+            .where(
+                _delivery.c.campaign_id == self.campaign.id,
+                _delivery.c.id > after_id,
+                or_(
+                    _delivery.c.status == DeliveryStatus.QUEUED,
+                    and_(_delivery.c.status == DeliveryStatus.DEFERRED,
+                         _delivery.c.next_attempt_at <= now),
+                ),
+            )
+            .order_by(_delivery.c.id)
+            .limit(_PAGE)
+        )  # fmt: skip
+        with self.engine.connect() as conn:
+            return [
+                _Job(
+                    r.id,
+                    r.basis,
+                    Recipient(r.contact_id, r.email, r.first_name, r.last_name, r.locale),
+                )
+                for r in conn.execute(query)
+            ]
+
+    def next_retry_at(self) -> datetime | None:
+        query = select(func.min(_delivery.c.next_attempt_at)).where(
+            _delivery.c.campaign_id == self.campaign.id,
+            _delivery.c.status == DeliveryStatus.DEFERRED,
+        )
+        with self.engine.connect() as conn:
+            moment: datetime | None = conn.execute(query).scalar()
+        return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def claim(self, job: _Job) -> int | None:
+        """Mark the row `sending` and return its attempt number; None if it is not to be sent.
+
+        Suppression is checked here, just before the send, so an unsubscribe during the run
+        takes effect from the next message on (rule 3).
+        """
+        with self.engine.begin() as conn:
+            pending = and_(_delivery.c.id == job.delivery_id, _delivery.c.status.in_(_PENDING))
+            if is_suppressed(conn, self.keys, job.recipient.email, self.campaign.list_name):
+                conn.execute(
+                    update(_delivery)
+                    .where(pending)
+                    .values(status=DeliveryStatus.SUPPRESSED, skip_reason=SkipReason.SUPPRESSED)
+                )
+                self.progress(DeliveryStatus.SUPPRESSED)
+                return None
+            claimed = conn.execute(
+                update(_delivery)
+                .where(pending)
+                .values(status=DeliveryStatus.SENDING, attempts=_delivery.c.attempts + 1)
+                .returning(_delivery.c.attempts)
+            ).first()
+        return int(claimed[0]) if claimed else None
+
+    def record(self, job: _Job, attempts: int, reply: Reply, message_id: str) -> None:
+        now = self.clock()
+        outcome = classify(reply)
+        values: dict[str, object] = {"smtp_reply": str(reply)[:1000], "message_id": message_id}
+        if outcome is Outcome.SENT:
+            values |= {"status": DeliveryStatus.SENT, "sent_at": now}
+        elif outcome is Outcome.RETRY and attempts < self.settings.throttle.max_attempts:
+            delay = backoff_delay(attempts, self.settings.throttle.retry_base_seconds)
+            values |= {
+                "status": DeliveryStatus.DEFERRED,
+                "next_attempt_at": now + timedelta(seconds=delay),
+            }
+        else:
+            values |= {"status": DeliveryStatus.FAILED}
+        with self.engine.begin() as conn:
+            conn.execute(update(_delivery).where(_delivery.c.id == job.delivery_id).values(values))
+            if outcome is Outcome.HARD_BOUNCE:
+                add_suppression(
+                    conn, self.keys, job.recipient.email, SuppressionReason.HARD_BOUNCE, now
+                )
+        self.progress(str(values["status"]))
+
+    def progress(self, status: str) -> None:
+        self.outcomes[status] += 1
+        if self.on_progress is not None:
+            self.on_progress(status)
+
+    # -- the async side ----------------------------------------------------------------------
+
+    async def produce(self, queue: asyncio.Queue[_Job | None], workers: int) -> None:
+        while True:
+            after = 0
+            while jobs := self.due_jobs(after):
+                for job in jobs:
+                    await queue.put(job)
+                after = jobs[-1].delivery_id
+            await queue.join()  # every claimed row is recorded before we look for retries
+            retry_at = self.next_retry_at()
+            if retry_at is None:
+                break
+            await asyncio.sleep(max(0.0, (retry_at - self.clock()).total_seconds()))
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def work(self, queue: asyncio.Queue[_Job | None], connection: Connection) -> None:
+        sender = self.settings.sender.from_address
+        try:
+            while (job := await queue.get()) is not None:
+                try:
+                    await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
+                    attempts = self.claim(job)
+                    if attempts is None:
+                        continue
+                    message = self.factory.render(
+                        job.recipient,
+                        basis=job.basis,
+                        now=self.clock(),
+                        delivery_ref=f"{self.campaign.id}.{job.delivery_id}",
+                    )
+                    reply = await connection.send(sender, job.recipient.email, message.data)
+                    self.record(job, attempts, reply, message.message_id)
+                finally:
+                    queue.task_done()
+        finally:
+            await connection.close()
+
+
+def _mark_in_doubt(engine: Engine, campaign: Campaign) -> int:
+    """Rows left `sending` by a run that stopped: they may have arrived, so never resend."""
+    with engine.begin() as conn:
+        result = conn.execute(
+            update(_delivery)
+            .where(
+                _delivery.c.campaign_id == campaign.id,
+                _delivery.c.status == DeliveryStatus.SENDING,
+            )
+            .values(status=DeliveryStatus.UNKNOWN)
+        )
+    return int(result.rowcount)
+
+
+def _set_status(engine: Engine, campaign: Campaign, status: CampaignStatus) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(_campaign).where(_campaign.c.id == campaign.id).values(status=status))
+
+
+async def run_campaign(
+    engine: Engine,
+    settings: Settings,
+    campaign: Campaign,
+    *,
+    connect: Callable[[], Connection] | None = None,
+    clock: Clock = _utc_now,
+    on_plan: Callable[[PlanSummary], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> RunSummary:
+    """Plan the audience into the ledger, then send every queued row once."""
+    plan = materialise(engine, settings, campaign, clock())
+    if on_plan is not None:
+        on_plan(plan)
+    in_doubt = _mark_in_doubt(engine, campaign)
+    run = _Run(engine, settings, campaign, clock, on_progress)
+    _set_status(engine, campaign, CampaignStatus.RUNNING)
+    workers = settings.smtp.max_connections
+    make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
+    queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=workers * 4)
+    await asyncio.gather(
+        run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
+    )
+    _set_status(engine, campaign, CampaignStatus.DONE)
+    return RunSummary(plan, run.outcomes, in_doubt)
+
+
+def send_campaign(
+    engine: Engine, settings: Settings, name: str, **kwargs: object
+) -> Awaitable[RunSummary]:
+    return run_campaign(engine, settings, get_campaign(engine, name), **kwargs)  # type: ignore[arg-type]

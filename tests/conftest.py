@@ -1,0 +1,81 @@
+"""Shared fixtures: real settings, a real SQLite file, a real SMTP server on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from mailer.config import Settings, parse_settings
+from mailer.db import create_schema, make_engine
+from mailer.sink import SmtpSink
+
+SECRET = "test-secret-key-0123456789abcdef"
+
+BASE_CONFIG: dict[str, Any] = {
+    "locale": "nl",
+    "sender": {
+        "organization": "Bakkerij Voorbeeld B.V.",
+        "from_name": "Bakkerij Voorbeeld",
+        "from_address": "nieuws@bakkerij.example",
+        "reply_to": "info@bakkerij.example",
+        "postal_address": "Dorpsstraat 1, 1234 AB Voorbeeld",
+    },
+    "smtp": {"host": "127.0.0.1", "port": 2525, "security": "none", "max_connections": 2},
+    "throttle": {"messages_per_second": 0, "per_domain_per_minute": 0},
+    "web": {"base_url": "https://bakkerij.example"},
+    "lists": {
+        "newsletter": {
+            "title": "Nieuwsbrief",
+            "wording": "Ja, ik wil de maandelijkse nieuwsbrief per e-mail ontvangen.",
+        },
+        "offers": {"title": "Aanbiedingen", "wording": "Ja, stuur mij aanbiedingen per e-mail."},
+    },
+}
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    data: dict[str, Any] = {
+        k: dict(v) if isinstance(v, dict) else v for k, v in BASE_CONFIG.items()
+    }
+    data["database"] = {"url": database_url}
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data[section] = {**data.get(section, {}), **values}
+        else:
+            data[section] = values
+    return parse_settings(data, source="test.toml", environ={"MAILER_SECRET_KEY": SECRET})
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'mailer.db'}"
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(db_url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    engine = make_engine(settings.database.url)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sink() -> Iterator[SmtpSink]:
+    """A real aiosmtpd server on 127.0.0.1 that records every message it accepts."""
+    with SmtpSink() as server:
+        yield server
+
+
+@pytest.fixture
+def send_settings(db_url: str, sink: SmtpSink) -> Settings:
+    """Settings whose [smtp] points at the `sink` fixture."""
+    return make_settings(db_url, smtp={"port": sink.port})

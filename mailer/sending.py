@@ -16,24 +16,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import Engine, update
 
 from mailer.campaign import content_of, get_campaign
 from mailer.config import Settings
+from mailer.ledger import DueDelivery, Ledger
 from mailer.models import (
     Campaign,
     CampaignStatus,
-    Contact,
     Delivery,
     DeliveryStatus,
-    SuppressionReason,
 )
 from mailer.planning import PlanSummary, materialise
-from mailer.policy import SkipReason
-from mailer.render import MessageFactory, Recipient, make_environment
-from mailer.suppression import add_suppression, is_suppressed
+from mailer.render import MessageFactory, make_environment
 from mailer.throttle import Throttle, backoff_delay
-from mailer.tokens import TokenSigner
+from mailer.tokens import TokenSigner, address_hashes
 from mailer.transport import Outcome, Reply, SmtpConnection, classify
 
 __all__ = ["Clock", "Connection", "RunSummary", "run_campaign", "send_campaign"]
@@ -42,9 +39,7 @@ Clock = Callable[[], datetime]
 ProgressCallback = Callable[[str], None]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
-_contact = Contact.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
-_PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 _PAGE = 500
 
 
@@ -66,13 +61,6 @@ class RunSummary:
     @property
     def failed(self) -> int:
         return self.outcomes[DeliveryStatus.FAILED]
-
-
-@dataclass(frozen=True, slots=True)
-class _Job:
-    delivery_id: int
-    basis: str
-    recipient: Recipient
 
 
 class _Run:
@@ -99,93 +87,41 @@ class _Run:
         t = settings.throttle
         self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute)
         self.outcomes: Counter[str] = Counter()
+        self.ledger = Ledger(engine, campaign.id or 0, campaign.list_name, len(self.keys))
 
-    # -- the database side -------------------------------------------------------------------
+    def claim(self, job: DueDelivery) -> int | None:
+        """The attempt number if the row is ours to send now; None if not (rule 3)."""
+        outcome = self.ledger.claim(job.delivery_id, address_hashes(job.recipient.email, self.keys))
+        if outcome == DeliveryStatus.SUPPRESSED:
+            self.progress(DeliveryStatus.SUPPRESSED)
+            return None
+        return outcome if isinstance(outcome, int) else None
 
-    def due_jobs(self, after_id: int) -> list[_Job]:
-        now = self.clock()
-        query = (
-            select(
-                _delivery.c.id, _delivery.c.basis, _contact.c.id.label("contact_id"),
-                _contact.c.email, _contact.c.first_name, _contact.c.last_name, _contact.c.locale,
-            )
-            .join(_contact, _contact.c.id == _delivery.c.contact_id)
-            .where(
-                _delivery.c.campaign_id == self.campaign.id,
-                _delivery.c.id > after_id,
-                or_(
-                    _delivery.c.status == DeliveryStatus.QUEUED,
-                    and_(_delivery.c.status == DeliveryStatus.DEFERRED,
-                         _delivery.c.next_attempt_at <= now),
-                ),
-            )
-            .order_by(_delivery.c.id)
-            .limit(_PAGE)
-        )  # fmt: skip
-        with self.engine.connect() as conn:
-            return [
-                _Job(
-                    r.id,
-                    r.basis,
-                    Recipient(r.contact_id, r.email, r.first_name, r.last_name, r.locale),
-                )
-                for r in conn.execute(query)
-            ]
-
-    def next_retry_at(self) -> datetime | None:
-        query = select(func.min(_delivery.c.next_attempt_at)).where(
-            _delivery.c.campaign_id == self.campaign.id,
-            _delivery.c.status == DeliveryStatus.DEFERRED,
-        )
-        with self.engine.connect() as conn:
-            moment: datetime | None = conn.execute(query).scalar()
-        return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-    def claim(self, job: _Job) -> int | None:
-        """Mark the row `sending` and return its attempt number; None if it is not to be sent.
-
-        Suppression is checked here, just before the send, so an unsubscribe during the run
-        takes effect from the next message on (rule 3).
-        """
-        with self.engine.begin() as conn:
-            pending = and_(_delivery.c.id == job.delivery_id, _delivery.c.status.in_(_PENDING))
-            if is_suppressed(conn, self.keys, job.recipient.email, self.campaign.list_name):
-                conn.execute(
-                    update(_delivery)
-                    .where(pending)
-                    .values(status=DeliveryStatus.SUPPRESSED, skip_reason=SkipReason.SUPPRESSED)
-                )
-                self.progress(DeliveryStatus.SUPPRESSED)
-                return None
-            claimed = conn.execute(
-                update(_delivery)
-                .where(pending)
-                .values(status=DeliveryStatus.SENDING, attempts=_delivery.c.attempts + 1)
-                .returning(_delivery.c.attempts)
-            ).first()
-        return int(claimed[0]) if claimed else None
-
-    def record(self, job: _Job, attempts: int, reply: Reply, message_id: str) -> None:
+    def record(self, job: DueDelivery, attempts: int, reply: Reply, message_id: str) -> None:
         now = self.clock()
         outcome = classify(reply)
-        values: dict[str, object] = {"smtp_reply": str(reply)[:1000], "message_id": message_id}
+        next_attempt_at = None
         if outcome is Outcome.SENT:
-            values |= {"status": DeliveryStatus.SENT, "sent_at": now}
+            status = DeliveryStatus.SENT
         elif outcome is Outcome.RETRY and attempts < self.settings.throttle.max_attempts:
+            status = DeliveryStatus.DEFERRED
             delay = backoff_delay(attempts, self.settings.throttle.retry_base_seconds)
-            values |= {
-                "status": DeliveryStatus.DEFERRED,
-                "next_attempt_at": now + timedelta(seconds=delay),
-            }
+            next_attempt_at = now + timedelta(seconds=delay)
         else:
-            values |= {"status": DeliveryStatus.FAILED}
-        with self.engine.begin() as conn:
-            conn.execute(update(_delivery).where(_delivery.c.id == job.delivery_id).values(values))
-            if outcome is Outcome.HARD_BOUNCE:
-                add_suppression(
-                    conn, self.keys, job.recipient.email, SuppressionReason.HARD_BOUNCE, now
-                )
-        self.progress(str(values["status"]))
+            status = DeliveryStatus.FAILED
+        bounce_hash = None
+        if outcome is Outcome.HARD_BOUNCE:
+            bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
+        self.ledger.record(
+            job.delivery_id,
+            status=status,
+            smtp_reply=str(reply),
+            message_id=message_id,
+            at=now,
+            next_attempt_at=next_attempt_at,
+            hard_bounce_hash=bounce_hash,
+        )
+        self.progress(status)
 
     def progress(self, status: str) -> None:
         self.outcomes[status] += 1
@@ -194,22 +130,22 @@ class _Run:
 
     # -- the async side ----------------------------------------------------------------------
 
-    async def produce(self, queue: asyncio.Queue[_Job | None], workers: int) -> None:
+    async def produce(self, queue: asyncio.Queue[DueDelivery | None], workers: int) -> None:
         while True:
             after = 0
-            while jobs := self.due_jobs(after):
+            while jobs := self.ledger.due(after, self.clock(), _PAGE):
                 for job in jobs:
                     await queue.put(job)
                 after = jobs[-1].delivery_id
             await queue.join()  # every claimed row is recorded before we look for retries
-            retry_at = self.next_retry_at()
+            retry_at = self.ledger.next_retry_at()
             if retry_at is None:
                 break
             await asyncio.sleep(max(0.0, (retry_at - self.clock()).total_seconds()))
         for _ in range(workers):
             await queue.put(None)
 
-    async def work(self, queue: asyncio.Queue[_Job | None], connection: Connection) -> None:
+    async def work(self, queue: asyncio.Queue[DueDelivery | None], connection: Connection) -> None:
         sender = self.settings.sender.from_address
         try:
             while (job := await queue.get()) is not None:
@@ -270,10 +206,11 @@ async def run_campaign(
     _set_status(engine, campaign, CampaignStatus.RUNNING)
     workers = settings.smtp.max_connections
     make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
-    queue: asyncio.Queue[_Job | None] = asyncio.Queue(maxsize=workers * 4)
-    await asyncio.gather(
-        run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
-    )
+    queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(maxsize=workers * 4)
+    with run.ledger:
+        await asyncio.gather(
+            run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
+        )
     _set_status(engine, campaign, CampaignStatus.DONE)
     return RunSummary(plan, run.outcomes, in_doubt)
 

@@ -1,0 +1,99 @@
+"""Shared benchmark helpers: a sink SMTP server in its own process, and bulk seeding."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine
+
+from mailer.models import Consent, ConsentEvent, ConsentOrigin, Contact
+
+SINK_CODE = """
+import asyncio, sys
+from aiosmtpd.controller import Controller
+class Count:
+    n = 0
+    async def handle_DATA(self, server, session, envelope):
+        Count.n += 1
+        return "250 OK"
+c = Controller(Count(), hostname="127.0.0.1", port=int(sys.argv[1]))
+c.start()
+print("ready", flush=True)
+sys.stdin.read()
+c.stop()
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def sink_process() -> Iterator[int]:
+    """An aiosmtpd sink in a separate process (so it does not share our CPU time slice)."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SINK_CODE, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield port
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def seed_consenting_contacts(engine: Engine, count: int, list_name: str = "newsletter") -> None:
+    """`count` contacts with a confirmed (web) subscription to `list_name`, in bulk."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    contact, consent = Contact.__table__, Consent.__table__  # type: ignore[attr-defined]
+    step = 5000
+    with engine.begin() as conn:
+        for start in range(0, count, step):
+            ids = range(start + 1, min(count, start + step) + 1)
+            conn.execute(
+                contact.insert(),
+                [
+                    {"id": i, "email": f"person{i}@d{i % 50}.example", "first_name": f"P{i}",
+                     "locale": "nl", "created_at": at}
+                    for i in ids
+                ],
+            )  # fmt: skip
+            conn.execute(
+                consent.insert(),
+                [
+                    {"contact_id": i, "list_name": list_name, "event": event, "origin": origin,
+                     "wording": "Ja.", "source": "bench", "at": at}
+                    for i in ids
+                    for event, origin in ((ConsentEvent.CONFIRMED, ConsentOrigin.WEB),)
+                ],
+            )  # fmt: skip
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux: ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timer() -> float:
+    return time.perf_counter()
+
+
+os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -15,23 +15,19 @@ File formats: DESIGN.md, "CSV formats". What this module promises:
 
 from __future__ import annotations
 
-import codecs
-import csv
-import ipaddress
-import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
 from mailer import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from mailer.addresses import normalise_address
 from mailer.config import Settings
+from mailer.csvfile import SPECIAL_CATEGORY_COLUMNS, CsvRow, as_utc, read_rows
 from mailer.errors import InputError, MailerError
 from mailer.models import CONTACT_PERSONAL_FIELDS, ConsentEvent, ConsentOrigin
 
@@ -53,21 +49,6 @@ CUSTOMER_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 _CUSTOMER_REQUIRED = ("email", "category", "purchased_at", "optout_offered")
 
-# AVG art. 9 categories (and their usual Dutch names): refused with a message of their own, so
-# the person exporting the file learns why, instead of just renaming the column.
-SPECIAL_CATEGORY_COLUMNS: frozenset[str] = frozenset(
-    {
-        "health", "medical", "allergy", "allergies", "disability", "religion", "religious_belief",
-        "religious_beliefs", "belief", "politics", "political_opinion", "political_opinions",
-        "political_party", "philosophical_beliefs", "ethnicity", "ethnic_origin", "race",
-        "racial_origin", "union", "union_membership", "trade_union", "sexual_orientation",
-        "sex_life", "biometric", "biometrics", "genetic", "genetics", "gezondheid", "medisch",
-        "allergie", "allergieen", "handicap", "religie", "geloof", "godsdienst", "politiek",
-        "politieke_voorkeur", "etniciteit", "afkomst", "ras", "vakbond", "seksuele_geaardheid",
-        "geaardheid", "biometrisch", "genetisch",
-    }
-)  # fmt: skip
-
 # SQLite before 3.32 allows 999 parameters per statement; a batch stays under that, so each
 # batch needs one `IN (...)` look-up per table and no query per row.
 _BATCH_ROWS = 900
@@ -80,8 +61,6 @@ _MAX_LENGTH: dict[str, int | None] = {
     **{c.name: getattr(c.type, "length", None) for c in _CONSENT.c},
     "category": getattr(_PURCHASE.c.category.type, "length", None),
 }
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_LINE_BREAK = re.compile(r"[\r\n]")
 
 # Existing contacts: set only the fields the row gives, keep the rest (COALESCE with NULL).
 _UPDATE_CONTACT = (
@@ -128,165 +107,6 @@ def import_customers(
     return _run(engine, path, now, CUSTOMER_COLUMNS, _CUSTOMER_REQUIRED, _customer_row)
 
 
-# --- reading -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    """One data row: its non-empty values by column, and where it is, for error messages."""
-
-    file: str
-    line: int
-    values: dict[str, str]
-
-    def error(self, column: str, message: str) -> InputError:
-        return InputError(message, file=self.file, line=self.line, field=column)
-
-    def get(self, column: str, *, required: bool = False) -> str | None:
-        value = self.values.get(column)
-        if value is None and required:
-            raise self.error(column, "a value is required.")
-        return value
-
-    def text(self, column: str, *, required: bool = False, multiline: bool = False) -> str | None:
-        value = self.get(column, required=required)
-        if value is None:
-            return None
-        # These values end up in mail headers and templates; a line break there is an injection.
-        if not multiline and _LINE_BREAK.search(value):
-            raise self.error(column, "contains a line break; a value must be on one line.")
-        limit = _MAX_LENGTH.get(column)
-        if limit is not None and len(value) > limit:
-            raise self.error(column, f"is {len(value)} characters long; at most {limit} fit.")
-        return value
-
-    def when(self, column: str, *, required: bool = False) -> datetime | None:
-        raw = self.get(column, required=required)
-        if raw is None:
-            return None
-        try:
-            return _utc(datetime.fromisoformat(raw))
-        except (ValueError, OverflowError) as exc:
-            raise self.error(column, f'"{raw}" is not a date like 2026-03-01T12:00:00.') from exc
-
-    def day(self, column: str) -> date | None:
-        raw = self.get(column)
-        if raw is None:
-            return None
-        try:
-            if not _DATE.fullmatch(raw):
-                raise ValueError(raw)
-            return date.fromisoformat(raw)
-        except ValueError as exc:
-            raise self.error(column, f'"{raw}" is not a date like 1980-12-31.') from exc
-
-    def boolean(self, column: str) -> bool:
-        raw = self.get(column, required=True) or ""
-        if raw.lower() not in ("true", "false"):
-            raise self.error(column, f'"{raw}" is not true or false.')
-        return raw.lower() == "true"
-
-    def address(self) -> str:
-        raw = self.get("email", required=True) or ""
-        try:
-            return normalise_address(raw)
-        except ValueError as exc:
-            raise self.error("email", f'"{raw}" is not a valid e-mail address: {exc}') from exc
-
-    def ip(self) -> str | None:
-        raw = self.get("ip")
-        if raw is None:
-            return None
-        try:
-            return str(ipaddress.ip_address(raw))
-        except ValueError as exc:
-            raise self.error("ip", f'"{raw}" is not an IP address.') from exc
-
-
-def _utc(moment: datetime) -> datetime:
-    # Naive times in a file (and SQLite's naive read-back) are UTC by convention.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _lines(handle: IO[bytes], file: str) -> Iterator[str]:
-    """Decoded lines; decoding per line lets a non-UTF-8 byte be reported with its line."""
-    try:
-        for number, raw in enumerate(handle, start=1):
-            if number == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8) :]  # Excel's "CSV UTF-8" starts with a BOM
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise InputError(
-                    f"the line is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
-                    f'{exc.start + 1}); save the file as "CSV UTF-8".',
-                    file=file, line=number,
-                ) from exc  # fmt: skip
-    except OSError as exc:
-        raise InputError(f"the file cannot be read: {exc.strerror}.", file=file) from exc
-
-
-def _header(reader: Iterator[list[str]], file: str, columns: Sequence[str],
-            required: Sequence[str]) -> list[str]:  # fmt: skip
-    first = next(reader, None)
-    if not first:
-        raise InputError(
-            f"the file is empty; its first line must be a header like: {','.join(required)}.",
-            file=file,
-        )
-    names = [name.strip().lower() for name in first]
-    if len(names) == 1 and ";" in names[0]:
-        # Dutch and Belgian Excel saves "CSV" with semicolons unless told otherwise.
-        raise InputError(
-            'the columns are separated by ";"; save the file as CSV with "," between columns.',
-            file=file, line=1,
-        )  # fmt: skip
-    for name in names:
-        if name.replace(" ", "_").replace("-", "_") in SPECIAL_CATEGORY_COLUMNS:
-            raise InputError(
-                f'column "{name}" holds special-category personal data (AVG art. 9) '
-                "and is never stored.",
-                file=file, line=1,
-            )  # fmt: skip
-    for position, name in enumerate(names, start=1):
-        if not name:
-            raise InputError(f"column {position} of the header has no name.", file=file, line=1)
-        if name not in columns:
-            raise InputError(
-                f'unknown column "{name}"; allowed: {", ".join(columns)}.', file=file, line=1
-            )
-        if names.index(name) != position - 1:
-            raise InputError(f'column "{name}" appears twice in the header.', file=file, line=1)
-    for name in required:
-        if name not in names:
-            raise InputError(
-                f'the required column "{name}" is missing from the header.', file=file, line=1
-            )
-    return names
-
-
-def _rows(handle: IO[bytes], file: str, columns: Sequence[str],
-          required: Sequence[str]) -> Iterator[_Row]:  # fmt: skip
-    reader = csv.reader(_lines(handle, file), strict=True)
-    done = 0  # physical lines consumed so far; a record starts on the next one
-    try:
-        names = _header(reader, file, columns, required)
-        done = reader.line_num
-        for record in reader:
-            line, done = done + 1, reader.line_num
-            values = {n: v.strip() for n, v in zip(names, record, strict=False) if v.strip()}
-            if not values:
-                continue  # blank lines and Excel's trailing ",,,," rows
-            if any(v.strip() for v in record[len(names) :]):
-                raise InputError(
-                    f"the row has {len(record)} values but the header has {len(names)} columns.",
-                    file=file, line=line,
-                )  # fmt: skip
-            yield _Row(file, line, values)
-    except csv.Error as exc:
-        raise InputError(f"the line is not valid CSV: {exc}.", file=file, line=done + 1) from exc
-
-
 # --- parsing rows --------------------------------------------------------------------------
 
 
@@ -316,7 +136,7 @@ class _Parsed:
     purchase: _PurchaseIn | None = None
 
 
-def _personal(row: _Row) -> dict[str, Any]:
+def _personal(row: CsvRow) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for name in CONTACT_PERSONAL_FIELDS:
         value = row.day(name) if name == "birth_date" else row.text(name)
@@ -325,7 +145,7 @@ def _personal(row: _Row) -> dict[str, Any]:
     return fields
 
 
-def _contact_row(row: _Row, settings: Settings, default_source: str) -> _Parsed:
+def _contact_row(row: CsvRow, settings: Settings, default_source: str) -> _Parsed:
     email, personal = row.address(), _personal(row)
     raw_list = row.get("list")
     if raw_list is None:
@@ -356,7 +176,7 @@ def _contact_row(row: _Row, settings: Settings, default_source: str) -> _Parsed:
     return _Parsed(email, personal, events=tuple(events))
 
 
-def _customer_row(row: _Row) -> _Parsed:
+def _customer_row(row: CsvRow) -> _Parsed:
     email, personal = row.address(), _personal(row)
     purchase = _PurchaseIn(
         category=row.text("category", required=True) or "",
@@ -385,9 +205,9 @@ def _run(
     now: datetime,
     columns: Sequence[str],
     required: Sequence[str],
-    parse: Callable[[_Row], _Parsed],
+    parse: Callable[[CsvRow], _Parsed],
 ) -> ImportResult:
-    file, now, counts = str(path), _utc(now), _Counts()
+    file, now, counts = str(path), as_utc(now), _Counts()
     try:
         handle = path.open("rb")
     except FileNotFoundError as exc:
@@ -398,7 +218,7 @@ def _run(
         # One transaction for the whole file: any error below rolls every batch back.
         with handle, engine.begin() as conn:
             batch: list[_Parsed] = []
-            for row in _rows(handle, file, columns, required):
+            for row in read_rows(handle, file, columns, required, _MAX_LENGTH):
                 batch.append(parse(row))
                 counts.rows += 1
                 if len(batch) == _BATCH_ROWS:
@@ -469,7 +289,7 @@ def _add_events(conn: Connection, events: Iterable[tuple[int, _EventIn]], now: d
     for contact_id, list_name, event, at in conn.execute(
         query.where(_CONSENT.c.contact_id.in_({contact_id for contact_id, _ in events}))
     ):
-        stored.add((contact_id, list_name, event, _utc(at)))
+        stored.add((contact_id, list_name, event, as_utc(at)))
         if event == ConsentEvent.REQUESTED:
             requested.add((contact_id, list_name))
     fresh: list[dict[str, Any]] = []
@@ -506,7 +326,7 @@ def _add_purchases(conn: Connection, purchases: Sequence[tuple[int, _PurchaseIn]
     for id_, contact_id, category, at, objected_at in conn.execute(
         query.where(_PURCHASE.c.contact_id.in_({contact_id for contact_id, _ in purchases}))
     ):
-        stored[(contact_id, category, _utc(at))] = (id_, objected_at)
+        stored[(contact_id, category, as_utc(at))] = (id_, objected_at)
     fresh: dict[tuple[int, str, datetime], dict[str, Any]] = {}
     objections: dict[int, datetime] = {}
     for contact_id, purchase in purchases:

@@ -37,6 +37,10 @@ campaign_app = typer.Typer(help="Create, plan, send and report campaigns.", no_a
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(customers_app, name="customers")
 app.add_typer(campaign_app, name="campaign")
+schedule_app = typer.Typer(
+    help="Scheduled campaign runs (run by `mailer serve`).", no_args_is_help=True
+)
+app.add_typer(schedule_app, name="schedule")
 
 ConfigOption = Annotated[
     Path | None,
@@ -88,7 +92,7 @@ def init() -> None:
         created = create_schema(engine)
         where = engine.url.render_as_string(hide_password=True)
     if created:
-        output.line(f"Database {where}: created tables {', '.join(sorted(created))}.")
+        output.line(f"Database {where}: created or upgraded {', '.join(sorted(created))}.")
     else:
         output.line(f"Database {where} is up to date.")
 
@@ -216,6 +220,65 @@ def campaign_report(
             output.report_table(summary)
             return
         output.json_document(summary.as_dict(), "recipients", iter_recipient_rows(engine, campaign))
+
+
+@schedule_app.command("add")
+def schedule_add(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    cron: Annotated[
+        str | None, typer.Option(help='Cron expression in scheduler.timezone, e.g. "0 9 * * MON".')
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="One run at this ISO time, e.g. 2026-12-01T09:00:00.")
+    ] = None,
+) -> None:
+    """Schedule campaign NAME (replaces an earlier schedule of it)."""
+    from mailer.scheduler import add_schedule
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        entry = add_schedule(engine, settings, name, cron=cron, at=at)
+    when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "never"
+    output.line(f'Scheduled "{name}": {entry.trigger}; next run {when}.')
+
+
+@schedule_app.command("list")
+def schedule_list() -> None:
+    """Schedules and their next run times."""
+    from mailer.scheduler import list_schedules
+
+    settings = _settings()
+    with _engine(settings):
+        entries = list_schedules(settings)
+    if not entries:
+        output.line("No schedules.")
+    for entry in entries:
+        when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "paused"
+        output.line(f"{entry.campaign}\t{entry.trigger}\tnext run {when}")
+
+
+@schedule_app.command("remove")
+def schedule_remove(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+    """Remove the schedule of campaign NAME."""
+    from mailer.scheduler import remove_schedule
+
+    settings = _settings()
+    with _engine(settings):
+        remove_schedule(settings, name)
+    output.line(f'Schedule of "{name}" removed.')
+
+
+@app.command()
+def serve() -> None:
+    """Run the scheduler (and the web endpoints) until stopped with Ctrl-C or SIGTERM."""
+    import logging
+
+    from mailer.service import run_service
+
+    settings = _settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    with _engine(settings):
+        asyncio.run(run_service(settings))
 
 
 def exit_code_for(error: BaseException) -> int:

@@ -24,6 +24,7 @@ __all__ = [
     "DatabaseSettings",
     "ListSettings",
     "PolicySettings",
+    "SchedulerSettings",
     "SenderSettings",
     "Settings",
     "SmtpSettings",
@@ -131,6 +132,22 @@ class PolicySettings(_Section):
         return tuple(a.strip().lower() for a in value)
 
 
+class SchedulerSettings(_Section):
+    timezone: str = "Europe/Amsterdam"  # cron expressions are in this local time
+    misfire_grace_seconds: float = Field(default=3600.0, ge=0)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f'"{value}" is not a time zone like Europe/Amsterdam') from None
+        return value
+
+
 class ListSettings(_Section):
     title: str = Field(min_length=1)
     wording: str = Field(min_length=1)
@@ -146,6 +163,7 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     policy: PolicySettings = PolicySettings()
+    scheduler: SchedulerSettings = SchedulerSettings()
     lists: dict[str, ListSettings] = Field(min_length=1)
 
     # Filled from the environment, not the file.

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
@@ -39,14 +39,35 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> list[str]:
-    """Create missing tables; idempotent. Returns the names of the tables it created."""
+    """Create missing tables and add missing nullable columns; idempotent.
+
+    Returns what it changed: table names, and `table.column` for added columns. New columns of
+    later versions are always nullable, so an upgrade is an ALTER TABLE ADD COLUMN.
+    """
+    changed: list[str] = []
     try:
         with engine.begin() as conn:
-            existing = set(engine.dialect.get_table_names(conn))
+            inspector = inspect(conn)
+            existing = set(inspector.get_table_names())
             SQLModel.metadata.create_all(conn)
+            changed += [t for t in SQLModel.metadata.tables if t not in existing]
+            for name in existing & set(SQLModel.metadata.tables):
+                table = SQLModel.metadata.tables[name]
+                present = {c["name"] for c in inspector.get_columns(name)}
+                for column in table.columns:
+                    if column.name in present:
+                        continue
+                    if not column.nullable:
+                        raise MailerError(
+                            f"The database table {name} lacks the required column "
+                            f"{column.name}; it cannot be added to existing rows."
+                        )
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
+                    changed.append(f"{name}.{column.name}")
     except OperationalError as exc:
         raise MailerError(f"The database at {engine.url!r} cannot be opened: {exc.orig}") from exc
-    return [t for t in SQLModel.metadata.tables if t not in existing]
+    return changed
 
 
 @contextmanager

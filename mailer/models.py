@@ -169,6 +169,9 @@ class Campaign(SQLModel, table=True):
     status: str = Field(default=CampaignStatus.DRAFT, max_length=16)
     schedule: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(sa_column=_utc_column(nullable=False))
+    # The run lock: which process runs the campaign now, and when it last said so.
+    run_owner: str | None = Field(default=None, max_length=200)
+    run_heartbeat: datetime | None = Field(default=None, sa_column=_utc_column())
 
 
 class Delivery(SQLModel, table=True):

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine, update
 
+from mailer.breaker import Breaker
 from mailer.campaign import content_of, get_campaign
 from mailer.config import Settings
 from mailer.ledger import DueDelivery, Ledger
@@ -29,6 +30,7 @@ from mailer.models import (
 )
 from mailer.planning import PlanSummary, materialise
 from mailer.render import MessageFactory, make_environment
+from mailer.runlock import RunLock
 from mailer.throttle import Throttle, backoff_delay
 from mailer.tokens import TokenSigner, address_hashes
 from mailer.transport import Outcome, Reply, SmtpConnection, classify
@@ -45,11 +47,16 @@ _PAGE = 500
 
 class Connection(Protocol):
     async def send(self, sender: str, recipient: str, message: bytes) -> Reply: ...
+    async def probe(self) -> bool: ...
     async def close(self) -> None: ...
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _monotonic() -> float:
+    return asyncio.get_running_loop().time()
 
 
 @dataclass
@@ -88,6 +95,7 @@ class _Run:
         self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute)
         self.outcomes: Counter[str] = Counter()
         self.ledger = Ledger(engine, campaign.id or 0, campaign.list_name, len(self.keys))
+        self.breaker = Breaker()
 
     def claim(self, job: DueDelivery) -> int | None:
         """The attempt number if the row is ours to send now; None if not (rule 3)."""
@@ -112,6 +120,7 @@ class _Run:
         bounce_hash = None
         if outcome is Outcome.HARD_BOUNCE:
             bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
+        self.breaker.record(outcome is Outcome.RETRY, _monotonic())
         self.ledger.record(
             job.delivery_id,
             status=status,
@@ -129,6 +138,14 @@ class _Run:
             self.on_progress(status)
 
     # -- the async side ----------------------------------------------------------------------
+
+    async def through_breaker(self, connection: Connection) -> None:
+        """Wait while the server looks down; one task probes it with a connection, no message."""
+        while (wait := self.breaker.wait(_monotonic())) != 0.0:
+            if wait is None:
+                self.breaker.probed(await connection.probe(), _monotonic())
+            else:
+                await asyncio.sleep(wait)
 
     async def produce(self, queue: asyncio.Queue[DueDelivery | None], workers: int) -> None:
         while True:
@@ -150,6 +167,7 @@ class _Run:
         try:
             while (job := await queue.get()) is not None:
                 try:
+                    await self.through_breaker(connection)
                     await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
                     attempts = self.claim(job)
                     if attempts is None:
@@ -197,21 +215,32 @@ async def run_campaign(
     on_plan: Callable[[PlanSummary], None] | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> RunSummary:
-    """Plan the audience into the ledger, then send every queued row once."""
-    plan = materialise(engine, settings, campaign, clock())
-    if on_plan is not None:
-        on_plan(plan)
-    in_doubt = _mark_in_doubt(engine, campaign)
-    run = _Run(engine, settings, campaign, clock, on_progress)
-    _set_status(engine, campaign, CampaignStatus.RUNNING)
-    workers = settings.smtp.max_connections
-    make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
-    queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(maxsize=workers * 4)
-    with run.ledger:
-        await asyncio.gather(
-            run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
-        )
-    _set_status(engine, campaign, CampaignStatus.DONE)
+    """Plan the audience into the ledger, then send every queued row once.
+
+    Raises `CampaignBusy` when another run (this or another process or host) holds the campaign.
+    """
+    lock = RunLock(engine, campaign, clock=clock)
+    lock.acquire()
+    keep_alive = asyncio.create_task(lock.keep_alive())
+    try:
+        plan = materialise(engine, settings, campaign, clock())
+        if on_plan is not None:
+            on_plan(plan)
+        # Only the lock holder may decide that `sending` rows belong to a run that is gone.
+        in_doubt = _mark_in_doubt(engine, campaign)
+        run = _Run(engine, settings, campaign, clock, on_progress)
+        _set_status(engine, campaign, CampaignStatus.RUNNING)
+        workers = settings.smtp.max_connections
+        make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
+        queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(maxsize=workers * 4)
+        with run.ledger:
+            await asyncio.gather(
+                run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
+            )
+        _set_status(engine, campaign, CampaignStatus.DONE)
+    finally:
+        keep_alive.cancel()
+        lock.release()
     return RunSummary(plan, run.outcomes, in_doubt)
 
 

@@ -5,6 +5,7 @@ Every message goes to exactly one recipient (rule 4), so a reply belongs to one 
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -12,6 +13,7 @@ from enum import StrEnum
 import aiosmtplib
 
 from mailer.config import SmtpSettings
+from mailer.throttle import backoff_delay
 
 __all__ = ["Outcome", "Reply", "SmtpConnection", "classify"]
 
@@ -86,6 +88,7 @@ class SmtpConnection:
         self._settings = settings
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
+        self._connect_failures = 0
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -99,17 +102,39 @@ class SmtpConnection:
             start_tls=s.security == "starttls",
         )
 
+    async def _connected(self) -> aiosmtplib.SMTP:
+        if self._smtp is not None and self._smtp.is_connected:
+            return self._smtp
+        if self._connect_failures:
+            # Reconnect with backoff: 0.5 s, 1 s, 2 s, ... up to 30 s between tries.
+            await asyncio.sleep(backoff_delay(self._connect_failures, 0.5, cap_seconds=30))
+        self._smtp = self._client()
+        try:
+            await self._smtp.connect()
+            if self._smtp.is_ehlo_or_helo_needed:
+                await self._smtp.ehlo()
+        except BaseException:
+            self._connect_failures += 1
+            raise
+        self._connect_failures = 0
+        return self._smtp
+
+    async def probe(self) -> bool:
+        """Is the server answering? A connection and a NOOP; no message is sent."""
+        try:
+            smtp = await self._connected()
+            return (await smtp.noop()).code == 250
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            await self.close()
+            return False
+
     async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
         try:
-            if self._smtp is None or not self._smtp.is_connected:
-                self._smtp = self._client()
-                await self._smtp.connect()
-                if self._smtp.is_ehlo_or_helo_needed:
-                    await self._smtp.ehlo()
+            smtp = await self._connected()
             if sender.isascii() and recipient.isascii():
-                return await _one_recipient_transaction(self._smtp, sender, recipient, message)
+                return await _one_recipient_transaction(smtp, sender, recipient, message)
             # Internationalised addresses need SMTPUTF8, which sendmail negotiates.
-            _refused, response = await self._smtp.sendmail(sender, [recipient], message)
+            _refused, response = await smtp.sendmail(sender, [recipient], message)
             return Reply(250, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]

@@ -99,6 +99,9 @@ class ThrottleSettings(_Section):
     per_domain_per_minute: float = Field(default=600.0, ge=0)
     max_attempts: int = Field(default=5, ge=1)
     retry_base_seconds: float = Field(default=30.0, ge=0)
+    # A run that has been paused this long because the server is down stops (exit 1); the
+    # deliveries not yet tried stay queued for the next run.
+    max_pause_seconds: float = Field(default=900.0, gt=0)
 
 
 class DatabaseSettings(_Section):

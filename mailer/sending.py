@@ -21,6 +21,7 @@ from sqlalchemy import Engine, update
 from mailer.breaker import Breaker
 from mailer.campaign import content_of, get_campaign
 from mailer.config import Settings
+from mailer.errors import MailerError, TransportError
 from mailer.ledger import DueDelivery, Ledger
 from mailer.models import (
     Campaign,
@@ -35,7 +36,14 @@ from mailer.throttle import Throttle, backoff_delay
 from mailer.tokens import TokenSigner, address_hashes
 from mailer.transport import Outcome, Reply, SmtpConnection, classify
 
-__all__ = ["Clock", "Connection", "RunSummary", "run_campaign", "send_campaign"]
+__all__ = [
+    "Clock",
+    "Connection",
+    "RunSummary",
+    "ServerUnreachable",
+    "run_campaign",
+    "send_campaign",
+]
 
 Clock = Callable[[], datetime]
 ProgressCallback = Callable[[str], None]
@@ -43,6 +51,10 @@ ProgressCallback = Callable[[str], None]
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
 _PAGE = 500
+
+
+class ServerUnreachable(TransportError):
+    """The server stayed down for longer than `throttle.max_pause_seconds`."""
 
 
 class Connection(Protocol):
@@ -141,7 +153,15 @@ class _Run:
 
     async def through_breaker(self, connection: Connection) -> None:
         """Wait while the server looks down; one task probes it with a connection, no message."""
+        paused_since = None
         while (wait := self.breaker.wait(_monotonic())) != 0.0:
+            paused_since = paused_since or _monotonic()
+            if _monotonic() - paused_since > self.settings.throttle.max_pause_seconds:
+                raise ServerUnreachable(
+                    f"The SMTP server {self.settings.smtp.host}:{self.settings.smtp.port} has "
+                    f"not answered for {self.settings.throttle.max_pause_seconds:.0f} s; the run "
+                    "stopped. Deliveries not yet sent stay queued: run the campaign again."
+                )
             if wait is None:
                 self.breaker.probed(await connection.probe(), _monotonic())
             else:
@@ -234,9 +254,13 @@ async def run_campaign(
         make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
         queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue(maxsize=workers * 4)
         with run.ledger:
-            await asyncio.gather(
-                run.produce(queue, workers), *(run.work(queue, make()) for _ in range(workers))
-            )
+            try:
+                async with asyncio.TaskGroup() as group:  # one failing task stops them all
+                    group.create_task(run.produce(queue, workers))
+                    for _ in range(workers):
+                        group.create_task(run.work(queue, make()))
+            except* MailerError as failed:
+                raise failed.exceptions[0] from None
         _set_status(engine, campaign, CampaignStatus.DONE)
     finally:
         keep_alive.cancel()

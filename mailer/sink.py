@@ -16,7 +16,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-__all__ = ["CapturedMessage", "SmtpSink"]
+__all__ = ["DROP", "CapturedMessage", "SmtpSink"]
+
+# A reply hook may return DROP to make the server close the connection without answering.
+DROP = "DROP"
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +45,9 @@ class _Handler:
             received_at=time.monotonic(),
         )
         answer = self._sink.reply(message) if self._sink.reply else None
+        if answer == DROP:
+            server.transport.close()  # the connection dies in the middle of DATA
+            return "421 4.4.2 connection dropped"
         if answer is None or answer.startswith("2"):
             with self._sink.lock:
                 self._sink.messages.append(message)

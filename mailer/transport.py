@@ -5,7 +5,6 @@ Every message goes to exactly one recipient (rule 4), so a reply belongs to one 
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -13,7 +12,6 @@ from enum import StrEnum
 import aiosmtplib
 
 from mailer.config import SmtpSettings
-from mailer.throttle import backoff_delay
 
 __all__ = ["Outcome", "Reply", "SmtpConnection", "classify"]
 
@@ -88,7 +86,6 @@ class SmtpConnection:
         self._settings = settings
         self._password = password
         self._smtp: aiosmtplib.SMTP | None = None
-        self._connect_failures = 0
 
     def _client(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -103,20 +100,13 @@ class SmtpConnection:
         )
 
     async def _connected(self) -> aiosmtplib.SMTP:
-        if self._smtp is not None and self._smtp.is_connected:
-            return self._smtp
-        if self._connect_failures:
-            # Reconnect with backoff: 0.5 s, 1 s, 2 s, ... up to 30 s between tries.
-            await asyncio.sleep(backoff_delay(self._connect_failures, 0.5, cap_seconds=30))
-        self._smtp = self._client()
-        try:
+        # No sleeping here: a failed connection defers its delivery with exponential backoff,
+        # and a server that stays down opens the run's circuit breaker, whose probes back off.
+        if self._smtp is None or not self._smtp.is_connected:
+            self._smtp = self._client()
             await self._smtp.connect()
             if self._smtp.is_ehlo_or_helo_needed:
                 await self._smtp.ehlo()
-        except BaseException:
-            self._connect_failures += 1
-            raise
-        self._connect_failures = 0
         return self._smtp
 
     async def probe(self) -> bool:

@@ -1,0 +1,171 @@
+"""Real processes: a run killed with SIGKILL and started again, and a schedule under serve."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from mailer.sink import SmtpSink
+from tests.conftest import SECRET
+
+MAILER = str(Path(sys.executable).parent / "mailer")
+
+
+def write_project(tmp_path: Path, sink: SmtpSink, *, rate: float, recipients: int) -> Path:
+    config = tmp_path / "mailer.toml"
+    config.write_text(
+        f"""
+[sender]
+organization = "Bakkerij Voorbeeld B.V."
+from_name = "Bakkerij Voorbeeld"
+from_address = "nieuws@bakkerij.example"
+postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
+[smtp]
+host = "127.0.0.1"
+port = {sink.port}
+security = "none"
+max_connections = 2
+[throttle]
+messages_per_second = {rate}
+per_domain_per_minute = 0
+[database]
+url = "sqlite:///{tmp_path / "mailer.db"}"
+[scheduler]
+misfire_grace_seconds = 60
+[lists.newsletter]
+title = "Nieuwsbrief"
+wording = "Ja, ik wil de nieuwsbrief."
+""",
+        encoding="utf-8",
+    )
+    rows = ["email,list,requested_at,confirmed_at"] + [
+        f"p{n}@example.nl,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00"
+        for n in range(recipients)
+    ]
+    (tmp_path / "contacts.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for args in (
+        ["init"],
+        ["contacts", "import", str(tmp_path / "contacts.csv")],
+        ["campaign", "create", "weekly", "--list", "newsletter", "--subject", "Week",
+         "--template", "newsletter"],
+    ):  # fmt: skip
+        mailer(config, *args, check=True)
+    return config
+
+
+def mailer(config: Path, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MAILER, "--config", str(config), *args],
+        env=env(), capture_output=True, text=True, check=check, timeout=120,
+    )  # fmt: skip
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "MAILER_SECRET_KEY": SECRET}
+
+
+def wait_for(condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_and_started_again_mails_everyone_once(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    total = 150
+    config = write_project(tmp_path, sink, rate=60, recipients=total)
+    first = subprocess.Popen(
+        [MAILER, "--config", str(config), "campaign", "send", "weekly"],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for(lambda: len(sink.messages) >= 40, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    killed_at = len(sink.messages)
+    assert killed_at < total
+
+    second = mailer(config, "campaign", "send", "weekly")
+    assert second.returncode == 0, second.stderr
+
+    received = Counter(m.recipients[0] for m in sink.messages)
+    assert max(received.values()) == 1, "somebody was mailed twice"
+    report = json.loads(mailer(config, "campaign", "report", "weekly", "--json").stdout)
+    by_status = Counter(r["status"] for r in report["recipients"])
+    in_doubt = {r["email"] for r in report["recipients"] if r["status"] == "unknown"}
+    # Only messages in flight at the kill may be in doubt: at most one per connection.
+    assert len(in_doubt) <= 2
+    assert by_status["sent"] + len(in_doubt) == total
+    not_received = {f"p{n}@example.nl" for n in range(total)} - set(received)
+    assert not_received <= in_doubt
+
+
+@pytest.mark.slow
+def test_a_schedule_at_a_time_fires_once_under_serve_and_not_again_after_a_restart(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    config = write_project(tmp_path, sink, rate=0, recipients=5)
+    at = datetime.now(ZoneInfo("Europe/Amsterdam")) + timedelta(seconds=3)
+    added = mailer(config, "schedule", "add", "weekly", "--at", at.isoformat(), check=True)
+    assert "next run" in added.stdout
+
+    serve_for(config, 8)
+    assert sorted(m.recipients[0] for m in sink.messages) == [f"p{n}@example.nl" for n in range(5)]
+    assert "No schedules." in mailer(config, "schedule", "list").stdout
+    serve_for(config, 4)
+    assert len(sink.messages) == 5
+
+
+@pytest.mark.slow
+def test_a_run_missed_while_the_service_was_down_runs_once_at_start(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    config = write_project(tmp_path, sink, rate=0, recipients=3)
+    at = datetime.now(ZoneInfo("Europe/Amsterdam")) + timedelta(seconds=1)
+    mailer(config, "schedule", "add", "weekly", "--at", at.isoformat(), check=True)
+    time.sleep(2)  # the service is down when the run is due
+    serve_for(config, 5)
+    assert sorted(m.recipients[0] for m in sink.messages) == [f"p{n}@example.nl" for n in range(3)]
+
+
+def serve_for(config: Path, seconds: float) -> None:
+    service = subprocess.Popen(
+        [MAILER, "--config", str(config), "serve"],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(seconds)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=20) == 0
+
+
+def test_a_second_run_of_a_campaign_that_is_running_is_refused(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    config = write_project(tmp_path, sink, rate=20, recipients=60)
+    first = subprocess.Popen(
+        [MAILER, "--config", str(config), "campaign", "send", "weekly"],
+        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(sink.messages) >= 3, timeout=30)
+        second = mailer(config, "campaign", "send", "weekly")
+        assert second.returncode == 1
+        assert "already being sent by" in second.stderr
+    finally:
+        first.wait(timeout=60)
+    assert Counter(m.recipients[0] for m in sink.messages).most_common(1)[0][1] == 1

@@ -199,8 +199,9 @@ def generate_key_pair(
         txt = f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode('ascii')}"
         full = "ed25519-sha256"
     out_dir.mkdir(parents=True, exist_ok=True)
-    key_file = out_dir / f"{selector}.{domain}.{algorithm}.key"
-    dns_file = out_dir / f"{selector}.{domain}.{algorithm}.dns"
+    # One key per selector: a selector holding two TXT records (rsa and ed25519) fails to verify.
+    key_file = out_dir / f"{selector}.{domain}.key"
+    dns_file = out_dir / f"{selector}.{domain}.dns"
     result = GeneratedKey(key_file, dns_file, f"{selector}._domainkey.{domain}.", txt, full)
     try:
         # O_EXCL: an existing key may be the one in DNS right now; replacing it breaks signing.

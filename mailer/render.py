@@ -65,7 +65,9 @@ _EMBEDDED = re.compile(
 _LINE_BREAK = re.compile(r"[\r\n]")
 # Sent as-is only when plain printable ASCII: no control characters, nothing a parser would take
 # for an RFC 2047 encoded word ("=?"), and no word too long to fold under 78 octets.
-_NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|[^ ]{60}")
+_NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|[^ ]{60}|^ | $|  ")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, C1, line/paragraph separators
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")  # RFC 5322 atext, without "=" and "?"
 
 
 def make_environment(settings: Settings) -> Environment:
@@ -93,6 +95,9 @@ def find_embedded_images(html: str) -> list[str]:
 def check_header_value(name: str, value: str) -> str:
     if _LINE_BREAK.search(value):
         raise HeaderInjectionError(f"the {name} header value contains a line break")
+    if _CONTROL.search(value):
+        # Parsers treat some of these (U+001C-U+001E, U+0085) as line breaks or whitespace.
+        raise HeaderInjectionError(f"the {name} header value contains a control character")
     return value
 
 
@@ -111,12 +116,48 @@ def encode_header(name: str, value: str) -> str:
 
 
 def encode_phrase(text: str) -> str:
-    """A display name (RFC 5322 phrase): a quoted string, or RFC 2047 encoded words."""
+    """A display name (RFC 5322 phrase): a quoted string, or atoms and RFC 2047 encoded words.
+
+    "Zoë van 't Hoff" becomes `=?utf-8?b?Wm/Dqw==?= van 't Hoff`: only runs of words that need
+    it are encoded, each run in as few encoded words as fit, since readers drop the space
+    between two encoded words (RFC 2047 §6.2) and Python's parser adds one there.
+    """
     check_header_value("display name", text)
-    if _NEEDS_ENCODING.search(text) or len(text) > 60:
-        return Header(text, "utf-8").encode(linesep="\r\n")
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
+    if not _NEEDS_ENCODING.search(text) and len(text) <= 60:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if text != " ".join(text.split()):  # odd spacing survives only inside one encoding
+        return _encoded_words(text)
+    tokens: list[str] = []
+    run: list[str] = []
+    for word in [*text.split(" "), ""]:
+        if word and _ATOM.fullmatch(word) and len(word) < 60:
+            if run:
+                tokens.append(_encoded_words(" ".join(run)))
+                run = []
+            tokens.append(word)
+        elif word:
+            run.append(word)
+    if run:
+        tokens.append(_encoded_words(" ".join(run)))
+    return _fold(tokens)
+
+
+def _encoded_words(text: str) -> str:
+    # maxlinelen 70: room for "From: " in front of a 70-octet encoded word on the first line.
+    return Header(text, "utf-8", maxlinelen=70).encode(linesep="\r\n")
+
+
+def _fold(tokens: Sequence[str], width: int = 72) -> str:
+    # RFC 5322 §2.2.3: fold at the spaces between tokens, keeping lines near 78 octets.
+    lines = [""]
+    for token in tokens:
+        last = lines[-1]
+        if last and len(last) + 1 + len(token.split("\r\n")[0]) > width:
+            lines.append(token)
+        else:
+            lines[-1] = f"{last} {token}" if last else token
+    return "\r\n ".join(lines)
 
 
 def encode_address(name: str | None, address: str) -> str:
@@ -125,9 +166,18 @@ def encode_address(name: str | None, address: str) -> str:
     if not address.isascii():
         # Would need SMTPUTF8 end to end (RFC 6531); refused rather than sent mangled.
         raise HeaderInjectionError(f"the address {address!r} is not ASCII")
+    if name:
+        if _LINE_BREAK.search(name):  # header injection: refused, never cleaned up
+            raise HeaderInjectionError("the display name header value contains a line break")
+        # Other control characters in a contact's name are noise, not an attack: blanked, so
+        # one odd row cannot stop a campaign.
+        name = " ".join(_CONTROL.sub(" ", name).split())
     if not name:
         return address
-    return f"{encode_phrase(name)} <{address}>"
+    phrase = encode_phrase(name)
+    # Fold before <address> when the line would pass 78 octets with "From: " in front.
+    fits = len(phrase.rsplit("\r\n", 1)[-1]) + len(address) + 3 <= 70
+    return f"{phrase} <{address}>" if fits else f"{phrase}\r\n <{address}>"
 
 
 def _qp(text: str) -> bytes:
@@ -313,7 +363,7 @@ class MessageFactory:
                 f"Date: {format_datetime(now)}",
                 f"Message-ID: {message_id}",
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
-                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+                f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
             ]
         )
         data = b"".join(

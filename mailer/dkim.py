@@ -126,9 +126,7 @@ def _check_key(key: SigningKey, path: Path, source: str) -> None:
     # Sign a probe now, so a wrong or damaged key fails before the first recipient, not at it.
     # The exception text is not shown: it could quote part of the key.
     expected = "a PEM RSA private key" if key.algorithm == "rsa-sha256" else "an ed25519 key"
-    problem = (
-        f'the private key file "{path}" does not hold {expected} (algorithm "{key.algorithm}")'
-    )
+    problem = f'the private key file "{path}" does not hold {expected} for "{key.algorithm}"'
     if key.algorithm == "rsa-sha256":
         try:
             bits = parse_pem_private_key(key.private_key)["modulus"].bit_length()

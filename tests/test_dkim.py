@@ -76,8 +76,8 @@ def test_the_signature_covers_the_headers_receivers_and_rfc_8058_require(
     message = _message(_factory(key))
     signature = dict(dkim.util.parse_tag_value(message.split(b"\r\n\r\n")[0][16:]))
     signed = [h.strip() for h in signature[b"h"].replace(b"\r\n", b"").split(b":")]
-    for header in (b"from", b"to", b"subject", b"date", b"message-id", b"list-unsubscribe",
-                   b"list-unsubscribe-post", b"list-id", b"mime-version", b"content-type"):  # fmt: skip
+    required = b"from to subject date message-id list-unsubscribe list-unsubscribe-post list-id"
+    for header in [*required.split(), b"mime-version", b"content-type"]:
         assert header in signed
     assert signature[b"d"] == b"bakkerij.example" and signature[b"s"] == b"mail2026"
     assert signature[b"c"] == b"relaxed/relaxed"

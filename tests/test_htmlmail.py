@@ -19,10 +19,12 @@ from tests.conftest import make_settings
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 STYLED = """<!DOCTYPE html>
 <html><head><title>{{ campaign.subject }}</title>
-<style>p { color: #333333; } .cta { font-weight: bold; } @media (max-width: 600px) { p { font-size: 18px; } }</style>
+<style>p { color: #333333; } .cta { font-weight: bold; }
+@media (max-width: 600px) { p { font-size: 18px; } }</style>
 </head><body>
 <p class="cta" title="{{ first_name }}">Beste {{ first_name or "klant" }},</p>
-<table><tbody>{% for item in ["brood", "taart"] %}<tr><td>{{ item }} &amp; meer</td></tr>{% endfor %}</tbody></table>
+<table><tbody>{% for item in ["brood", "taart"] %}
+<tr><td>{{ item }} &amp; meer</td></tr>{% endfor %}</tbody></table>
 <p>Bekijk <a href="https://bakkerij.example/winkel">onze winkel</a>.</p>
 </body></html>
 """
@@ -62,7 +64,7 @@ def test_css_is_inlined_and_variables_are_still_substituted_and_escaped(tmp_path
         'style="color: #333333;font-weight: bold;">Beste &lt;b&gt;Zoë&lt;/b&gt; &amp; &#34;co&#34;,'
         in html
     )
-    assert "<td>brood &amp; meer</td></tr><tr><td>taart &amp; meer</td>" in html
+    assert "<td>brood &amp; meer</td></tr>\n<tr><td>taart &amp; meer</td>" in html
     assert "@media (max-width: 600px)" in html  # cannot be inlined: kept in a <style>
     assert ".cta" not in html  # the inlined rules are gone from <style>
 
@@ -178,8 +180,9 @@ def test_html_to_text_keeps_structure_and_links() -> None:
     <h1>Nieuws   van de
       bakker</h1><p>Regel een<br>regel twee &amp; drie</p>
     <ul><li>Brood</li><li>Taart met <a href="https://b.example/taart">slagroom</a></li></ul>
-    <p><a href="https://b.example/">https://b.example/</a> <a href="mailto:info@b.example">info@b.example</a>
-    <a href="#top">boven</a> <img src="https://b.example/a.png" alt="Logo"></p><hr><p>Einde</p></body></html>"""
+    <p><a href="https://b.example/">https://b.example/</a>
+    <a href="mailto:info@b.example">info@b.example</a> <a href="#top">boven</a>
+    <img src="https://b.example/a.png" alt="Logo"></p><hr><p>Einde</p></body></html>"""
     assert html_to_text(html) == (
         "Nieuws van de bakker\n\nRegel een\nregel twee & drie\n\n- Brood\n\n"
         "- Taart met slagroom (https://b.example/taart)\n\n"

@@ -281,6 +281,63 @@ def serve() -> None:
         asyncio.run(run_service(settings))
 
 
+# -- deliverability (issue 6): DKIM keys and a spam filter's verdict -------------------------
+
+dkim_app = typer.Typer(help="DKIM signing keys.", no_args_is_help=True)
+app.add_typer(dkim_app, name="dkim")
+
+
+@dkim_app.command("keygen")
+def dkim_keygen(
+    selector: Annotated[str, typer.Option(help="DKIM selector, e.g. mail2026.")],
+    domain: Annotated[str, typer.Option(help="Signing domain: your From domain or its parent.")],
+    algorithm: Annotated[
+        str, typer.Option(help="rsa (2048 bits, verified everywhere) or ed25519.")
+    ] = "rsa",
+    out: Annotated[Path, typer.Option(help="Folder for the key and the DNS record.")] = Path(
+        "dkim"
+    ),
+) -> None:
+    """Write a DKIM key pair and print the DNS TXT record to publish."""
+    from mailer.dkim import generate_key_pair
+
+    if algorithm not in ("rsa", "ed25519"):
+        raise InputError(f'--algorithm "{algorithm}" must be rsa or ed25519')
+    made = generate_key_pair(selector, domain, "rsa" if algorithm == "rsa" else "ed25519", out)
+    output.line(f"Private key written to {made.private_key_file} (mode 600; keep it secret).")
+    output.line(f"Publish this DNS TXT record (also in {made.dns_file}):\n")
+    output.raw(made.zone_record() + "\n")
+    output.line("Then add to the settings file:\n")
+    output.raw(
+        f'[dkim]\nselector = "{selector.lower()}"\ndomain = "{domain.lower().rstrip(".")}"\n'
+        f'private_key_file = "{made.private_key_file}"\nalgorithm = "{made.algorithm}"'
+    )
+
+
+@campaign_app.command("check")
+def campaign_check(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+    """Render one message for a sample recipient and score it with SpamAssassin (local rules).
+
+    Exit 1 when SpamAssassin would call it spam or is not installed.
+    """
+    from mailer.spamcheck import AIM, render_sample, score_message
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        campaign = get_campaign(engine, name)
+    message = render_sample(settings, campaign, _now())
+    verdict = score_message(message)
+    output.line(
+        f"SpamAssassin score of {name}: {verdict.score:.1f} (local tests only; spam at "
+        f"{verdict.required:.1f}, our aim is below {AIM:.1f})."
+    )
+    output.rules_table(
+        "Rules that fired", ((r.name, r.points, r.description) for r in verdict.rules)
+    )
+    if verdict.is_spam:
+        raise typer.Exit(1)
+
+
 def exit_code_for(error: BaseException) -> int:
     """The one place that maps the error tree to exit codes (DESIGN.md, "Exit codes")."""
     return 2 if isinstance(error, InputError) else 1

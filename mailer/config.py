@@ -22,6 +22,7 @@ from mailer.errors import ConfigError
 __all__ = [
     "DEFAULT_CONFIG_PATH",
     "DatabaseSettings",
+    "DkimSettings",
     "ListSettings",
     "PolicySettings",
     "SchedulerSettings",
@@ -156,6 +157,22 @@ class ListSettings(_Section):
     wording: str = Field(min_length=1)
 
 
+class DkimSettings(_Section):
+    # Present = every campaign message is DKIM-signed (RFC 6376; ed25519: RFC 8463).
+    selector: str
+    domain: str
+    private_key_file: str = Field(min_length=1)
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+
+    @field_validator("selector", "domain")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        # Both end up in a DNS name (selector._domainkey.domain) and in the signature header.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
+            raise ValueError("must be a DNS name: letters, digits, '-', '_' and dots")
+        return value.lower()
+
+
 class Settings(_Section):
     locale: Literal["nl", "en"] = "nl"
     # Extra folder searched before the bundled templates/ (your own campaign templates).
@@ -168,6 +185,7 @@ class Settings(_Section):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     lists: dict[str, ListSettings] = Field(min_length=1)
+    dkim: DkimSettings | None = None
 
     # Filled from the environment, not the file.
     secret_keys: tuple[str, ...] = ()

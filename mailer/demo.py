@@ -2,7 +2,8 @@
 
 A temporary SQLite database, an in-process SMTP sink, a seeded population that shows every
 basis and every skip reason, one newsletter run, the report, and the captured messages written
-as .eml files.
+as .eml files. The messages are DKIM-signed (rsa-sha256) with a throwaway key made for the run,
+so the .eml files show exactly what a configured `[dkim]` sends.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from mailer.campaign import CampaignReport, create_campaign, report
 from mailer.config import Settings, parse_settings
 from mailer.db import create_schema, make_engine
+from mailer.dkim import generate_key_pair
 from mailer.importer import import_contacts, import_customers
 from mailer.models import SuppressionReason
 from mailer.planning import PlanSummary
@@ -99,8 +101,15 @@ class DemoResult:
     eml_files: list[Path]
 
 
-def demo_settings(database_url: str, smtp_port: int, environ: Mapping[str, str]) -> Settings:
+def demo_settings(
+    database_url: str,
+    smtp_port: int,
+    environ: Mapping[str, str],
+    dkim: Mapping[str, str] | None = None,
+) -> Settings:
     data = {**DEMO_CONFIG, "database": {"url": database_url}}
+    if dkim is not None:
+        data["dkim"] = dict(dkim)
     data["smtp"] = {**DEMO_CONFIG["smtp"], "port": smtp_port}
     env = dict(environ)
     env.setdefault("MAILER_SECRET_KEY", secrets.token_urlsafe(32))
@@ -117,7 +126,14 @@ def run_demo(
     now = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="mailer-demo-") as tmp, SmtpSink() as sink:
         folder = Path(tmp)
-        settings = demo_settings(f"sqlite:///{folder / 'demo.db'}", sink.port, environ)
+        key = generate_key_pair("demo", "bakkerij.example", "rsa", folder)
+        dkim = {
+            "selector": "demo",
+            "domain": "bakkerij.example",
+            "private_key_file": str(key.private_key_file),
+            "algorithm": key.algorithm,
+        }
+        settings = demo_settings(f"sqlite:///{folder / 'demo.db'}", sink.port, environ, dkim)
         engine = make_engine(settings.database.url)
         try:
             create_schema(engine)

@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "MailerError",
     "NotFoundError",
+    "SpamCheckError",
     "TemplateError",
     "TokenError",
     "TransportError",
@@ -90,3 +91,7 @@ class ExpiredToken(TokenError):
 
 class TransportError(MailerError, ConnectionError):
     """The SMTP server could not be reached or dropped the connection."""
+
+
+class SpamCheckError(MailerError, RuntimeError):
+    """SpamAssassin is not installed, failed, or answered something we cannot read."""

@@ -15,7 +15,16 @@ from rich.table import Table
 from mailer.campaign import CampaignReport
 from mailer.planning import PlanSummary
 
-__all__ = ["SendProgress", "error", "json_document", "line", "plan_table", "report_table"]
+__all__ = [
+    "SendProgress",
+    "error",
+    "json_document",
+    "line",
+    "plan_table",
+    "raw",
+    "report_table",
+    "rules_table",
+]
 
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
@@ -23,6 +32,11 @@ _err = Console(stderr=True, highlight=False)
 
 def line(text: str) -> None:
     _out.print(text, markup=False)
+
+
+def raw(text: str) -> None:
+    """Text to copy and paste (a DNS record, a settings snippet): never wrapped."""
+    _out.print(text, markup=False, soft_wrap=True)
 
 
 def error(text: str) -> None:
@@ -60,6 +74,17 @@ def report_table(report: CampaignReport) -> None:
     rows.append(("total", "", report.total))
     table = _table(f"Report of {report.campaign}", rows)
     table.columns[0].header, table.columns[1].header = "counted by", "value"
+    _out.print(table)
+
+
+def rules_table(title: str, rules: Iterable[tuple[str, float, str]]) -> None:
+    """The rules a spam filter fired: name, points, description."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("points", justify="right")
+    table.add_column("rule")
+    table.add_column("description")
+    for name, points, description in rules:
+        table.add_row(f"{points:.1f}", name, description)
     _out.print(table)
 
 

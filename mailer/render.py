@@ -1,8 +1,11 @@
 """Rendering: Jinja templates into one MIME message per recipient (pure: no I/O but templates).
 
 The mailer, not the template, adds the footer (sender identity and unsubscribe link, rule 2) to
-both parts, and the List-Unsubscribe headers (RFC 2369, RFC 8058). Images must be linked, not
-embedded (rule 5): a `cid:` or `data:` reference is refused.
+both parts, and the List-Unsubscribe headers (RFC 2369, RFC 8058). Images must be linked by
+absolute https URL, not embedded (rule 5): `cid:`, `data:`, `http:` and relative URLs are
+refused. CSS in `<style>` is inlined once per template (mailer.htmlmail); a campaign without a
+text template gets a text part made from its HTML; with `[dkim]` every message is signed
+(mailer.dkim), the key read once per campaign.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from jinja2 import (
 )
 
 from mailer.config import Settings
+from mailer.dkim import load_signing_key, sign_message
 from mailer.errors import HeaderInjectionError, TemplateError
+from mailer.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
 
 __all__ = [
     "BUNDLED_TEMPLATES",
@@ -43,6 +48,7 @@ __all__ = [
     "check_header_value",
     "encode_address",
     "encode_header",
+    "encode_phrase",
     "find_embedded_images",
     "make_environment",
 ]
@@ -57,6 +63,11 @@ _EMBEDDED = re.compile(
     re.IGNORECASE,
 )
 _LINE_BREAK = re.compile(r"[\r\n]")
+# Sent as-is only when plain printable ASCII: no control characters, nothing a parser would take
+# for an RFC 2047 encoded word ("=?"), and no word too long to fold under 78 octets.
+_NEEDS_ENCODING = re.compile(r"[^\x20-\x7e]|=\?|[^ ]{60}|^ | $|  ")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, C1, line/paragraph separators
+_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+")  # RFC 5322 atext, without "=" and "?"
 
 
 def make_environment(settings: Settings) -> Environment:
@@ -84,28 +95,89 @@ def find_embedded_images(html: str) -> list[str]:
 def check_header_value(name: str, value: str) -> str:
     if _LINE_BREAK.search(value):
         raise HeaderInjectionError(f"the {name} header value contains a line break")
+    if _CONTROL.search(value):
+        # Parsers treat some of these (U+001C-U+001E, U+0085) as line breaks or whitespace.
+        raise HeaderInjectionError(f"the {name} header value contains a control character")
     return value
 
 
 def encode_header(name: str, value: str) -> str:
-    """`Name: value` as folded, RFC 2047-encoded header lines (no trailing CRLF)."""
+    """`Name: value` as folded, RFC 2047-encoded header lines (no trailing CRLF).
+
+    RFC 5322 §2.1.1: lines end in CRLF and stay under 998 octets (we fold at 78); non-ASCII
+    text goes in RFC 2047 encoded words, which can be split anywhere a long word cannot.
+    """
     check_header_value(name, value)
-    if value.isascii() and len(name) + len(value) < 76:
+    plain = not _NEEDS_ENCODING.search(value)
+    if plain and len(name) + len(value) < 76:
         return f"{name}: {value}"
-    encoded = Header(value, "utf-8" if not value.isascii() else "us-ascii", header_name=name)
+    encoded = Header(value, "us-ascii" if plain else "utf-8", header_name=name)
     return f"{name}: " + encoded.encode(linesep="\r\n")
+
+
+def encode_phrase(text: str) -> str:
+    """A display name (RFC 5322 phrase): a quoted string, or atoms and RFC 2047 encoded words.
+
+    "Zoë van 't Hoff" becomes `=?utf-8?b?Wm/Dqw==?= van 't Hoff`: only runs of words that need
+    it are encoded, each run in as few encoded words as fit, since readers drop the space
+    between two encoded words (RFC 2047 §6.2) and Python's parser adds one there.
+    """
+    check_header_value("display name", text)
+    if not _NEEDS_ENCODING.search(text) and len(text) <= 60:
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+        return f'"{escaped}"'
+    if text != " ".join(text.split()):  # odd spacing survives only inside one encoding
+        return _encoded_words(text)
+    tokens: list[str] = []
+    run: list[str] = []
+    for word in [*text.split(" "), ""]:
+        if word and _ATOM.fullmatch(word) and len(word) < 60:
+            if run:
+                tokens.append(_encoded_words(" ".join(run)))
+                run = []
+            tokens.append(word)
+        elif word:
+            run.append(word)
+    if run:
+        tokens.append(_encoded_words(" ".join(run)))
+    return _fold(tokens)
+
+
+def _encoded_words(text: str) -> str:
+    # maxlinelen 70: room for "From: " in front of a 70-octet encoded word on the first line.
+    return Header(text, "utf-8", maxlinelen=70).encode(linesep="\r\n")
+
+
+def _fold(tokens: Sequence[str], width: int = 72) -> str:
+    # RFC 5322 §2.2.3: fold at the spaces between tokens, keeping lines near 78 octets.
+    lines = [""]
+    for token in tokens:
+        last = lines[-1]
+        if last and len(last) + 1 + len(token.split("\r\n")[0]) > width:
+            lines.append(token)
+        else:
+            lines[-1] = f"{last} {token}" if last else token
+    return "\r\n ".join(lines)
 
 
 def encode_address(name: str | None, address: str) -> str:
     """A mailbox `Display Name <addr>`, the name quoted or RFC 2047-encoded as needed."""
     check_header_value("address", address)
+    if not address.isascii():
+        # Would need SMTPUTF8 end to end (RFC 6531); refused rather than sent mangled.
+        raise HeaderInjectionError(f"the address {address!r} is not ASCII")
+    if name:
+        if _LINE_BREAK.search(name):  # header injection: refused, never cleaned up
+            raise HeaderInjectionError("the display name header value contains a line break")
+        # Other control characters in a contact's name are noise, not an attack: blanked, so
+        # one odd row cannot stop a campaign.
+        name = " ".join(_CONTROL.sub(" ", name).split())
     if not name:
         return address
-    check_header_value("display name", name)
-    if not name.isascii():
-        return f"{Header(name, 'utf-8').encode()} <{address}>"
-    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}" <{address}>'
+    phrase = encode_phrase(name)
+    # Fold before <address> when the line would pass 78 octets with "From: " in front.
+    fits = len(phrase.rsplit("\r\n", 1)[-1]) + len(address) + 3 <= 70
+    return f"{phrase} <{address}>" if fits else f"{phrase}\r\n <{address}>"
 
 
 def _qp(text: str) -> bytes:
@@ -144,20 +216,49 @@ class RenderedMessage:
 
 
 class _Parts:
-    """The compiled templates of one campaign in one locale."""
+    """The compiled templates of one campaign in one locale, CSS inlined, images checked."""
 
     def __init__(self, env: Environment, template: str, locale: str) -> None:
-        self.html = _load(env, f"campaigns/{template}/{locale}.html")
-        self.text = _load(env, f"campaigns/{template}/{locale}.txt")
+        name = f"campaigns/{template}/{locale}.html"
+        self.html = _load(env, name)  # syntax errors reported with the template's own lines
         self.footer_html = _load(env, f"mail/footer.{locale}.html")
         self.footer_text = _load(env, f"mail/footer.{locale}.txt")
-        source = env.loader.get_source(env, f"campaigns/{template}/{locale}.html")[0]  # type: ignore[union-attr]
+        try:  # no text template: the text part is made from the HTML (html_to_text)
+            self.text: Template | None = _load(env, f"campaigns/{template}/{locale}.txt")
+        except TemplateError:
+            self.text = None
+        source = env.loader.get_source(env, name)[0]  # type: ignore[union-attr]
         if embedded := find_embedded_images(source):
             raise TemplateError(
                 f"embeds images ({', '.join(sorted(set(embedded)))}); marketing mail must link "
                 "images by https URL, not embed them",
-                file=f"campaigns/{template}/{locale}.html",
+                file=name,
             )
+        try:
+            bad, self.variable_images = image_problems(protect_jinja(source).html)
+        except TemplateError as exc:
+            raise TemplateError(exc.reason, file=name) from None
+        if bad:
+            raise TemplateError(_image_message(bad), file=name)
+        inlined = inline_template_css(source, file=name)
+        if inlined is not None:
+            # Compiled under the template's name, so .html autoescaping applies as before.
+            code = env.compile(inlined, name=name, filename=name)
+            self.html = env.template_class.from_code(env, code, env.make_globals(None))
+
+
+def _list_id(phrase: str, list_id: str) -> str:
+    # RFC 2919: only the phrase may be encoded; the <list-id> stays as it is.
+    line = f"List-Id: {phrase} <{list_id}>"
+    return line if len(line) <= 78 else f"List-Id: {phrase}\r\n <{list_id}>"
+
+
+def _image_message(bad: Sequence[str]) -> str:
+    shown = ", ".join(f'"{u[:80]}"' for u in sorted(set(bad))[:3])
+    return (
+        f"links images by {shown}; images must be absolute https:// URLs (mail clients block "
+        "http: images, and relative, cid: and data: URLs are refused: rule 5)"
+    )
 
 
 def _load(env: Environment, name: str) -> Template:
@@ -183,6 +284,7 @@ class MessageFactory:
         self._settings = settings
         self._campaign = campaign
         self._token = unsubscribe_token  # (contact_id, list_name) -> str
+        self._dkim = load_signing_key(settings)  # once per campaign; None without [dkim]
         self._parts: dict[str, _Parts] = {}
         sender = settings.sender
         self._list_title = settings.lists[campaign.list_name].title
@@ -193,9 +295,7 @@ class MessageFactory:
                 encode_header("Subject", campaign.subject),
                 *([f"Reply-To: {check_header_value('Reply-To', sender.reply_to)}"]
                   if sender.reply_to else []),
-                encode_header(
-                    "List-Id", f"{self._list_title} <{campaign.list_name}.{sender.domain}>"
-                ),
+                _list_id(encode_phrase(self._list_title), f"{campaign.list_name}.{sender.domain}"),
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click",
                 "MIME-Version: 1.0",
             ]
@@ -233,9 +333,10 @@ class MessageFactory:
             "basis": basis,
         }
         try:
-            html = _with_footer_html(parts.html.render(context), parts.footer_html.render(context))
+            body = parts.html.render(context)
+            html = _with_footer_html(body, parts.footer_html.render(context))
             text = (
-                parts.text.render(context).rstrip()
+                (parts.text.render(context) if parts.text else html_to_text(body)).rstrip()
                 + "\n\n-- \n"
                 + parts.footer_text.render(context)
             )
@@ -250,6 +351,8 @@ class MessageFactory:
                 "link images by https URL instead",
                 file=f"campaigns/{self._campaign.template}",
             )
+        if parts.variable_images and (bad := image_problems(body)[0]):
+            raise TemplateError(_image_message(bad), file=f"campaigns/{self._campaign.template}")
         ref = delivery_ref or secrets.token_hex(6)
         message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
         boundary = "=_" + secrets.token_hex(16)
@@ -260,7 +363,7 @@ class MessageFactory:
                 f"Date: {format_datetime(now)}",
                 f"Message-ID: {message_id}",
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
-                f'Content-Type: multipart/alternative; boundary="{boundary}"',
+                f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
             ]
         )
         data = b"".join(
@@ -272,6 +375,8 @@ class MessageFactory:
                 f"--{boundary}--\r\n".encode("ascii"),
             ]
         )
+        if self._dkim is not None:
+            data = sign_message(data, self._dkim)
         return RenderedMessage(message_id, data, unsubscribe_url)
 
 

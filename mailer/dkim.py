@@ -1,0 +1,215 @@
+"""DKIM (RFC 6376): sign each campaign message, and make the key pair to publish.
+
+Since 2024 Gmail and Yahoo reject bulk mail that is not authenticated, and RFC 8058 §4 asks that
+the one-click unsubscribe headers be covered by a DKIM signature. `sign_message` is pure (bytes
+in, bytes out, apart from the `t=` timestamp dkimpy takes from the clock); the key file is read
+and checked once per campaign by `load_signing_key`, never per message.
+
+Key files are what dkimpy reads: RSA as a PEM "RSA PRIVATE KEY" (PKCS#1), ed25519 (RFC 8463)
+as the base64 of the 32-byte seed.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import dkim as dkimpy
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.crypto import parse_pem_private_key
+
+from mailer.config import Settings
+from mailer.errors import ConfigError, InputError
+
+__all__ = [
+    "SIGNED_HEADERS",
+    "GeneratedKey",
+    "SigningKey",
+    "generate_key_pair",
+    "load_signing_key",
+    "sign_message",
+]
+
+Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
+
+# The headers a receiver must be able to trust. Those named twice are "oversigned" (RFC 6376
+# §8.15): the signature also covers their absence of a second copy, so a relay or a forwarder
+# cannot add another From, Subject or List-Unsubscribe without breaking it. Reply-To is signed
+# even when absent, so one cannot be added.
+SIGNED_HEADERS: tuple[bytes, ...] = (
+    b"from", b"from",
+    b"to",
+    b"subject", b"subject",
+    b"date",
+    b"message-id",
+    b"reply-to", b"reply-to",
+    b"list-id",
+    b"list-unsubscribe", b"list-unsubscribe",
+    b"list-unsubscribe-post", b"list-unsubscribe-post",
+    b"mime-version",
+    b"content-type",
+)  # fmt: skip
+
+# relaxed/relaxed survives what relays do to whitespace and header folding (RFC 6376 §3.4).
+_CANONICALIZE = (b"relaxed", b"relaxed")
+_PROBE = b"From: probe@example.invalid\r\nSubject: probe\r\n\r\nprobe\r\n"
+_MIN_RSA_BITS = 1024  # RFC 8301 §3.2: verifiers must reject smaller keys; we generate 2048
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """A DKIM private key with its selector and domain, read once per campaign."""
+
+    selector: str
+    domain: str
+    algorithm: Algorithm
+    private_key: bytes
+
+    def __repr__(self) -> str:  # never print the key material
+        return f"SigningKey({self.selector}._domainkey.{self.domain}, {self.algorithm})"
+
+
+def sign_message(message: bytes, key: SigningKey) -> bytes:
+    """`message` with a DKIM-Signature header in front. `message` must use CRLF line ends."""
+    signature = dkimpy.sign(
+        message,
+        key.selector.encode("ascii"),
+        key.domain.encode("ascii"),
+        key.private_key,
+        canonicalize=_CANONICALIZE,
+        signature_algorithm=key.algorithm.encode("ascii"),
+        include_headers=list(SIGNED_HEADERS),
+    )
+    return bytes(signature) + message
+
+
+def load_signing_key(settings: Settings) -> SigningKey | None:
+    """The key of `[dkim]`, read and test-signed once; None when DKIM is not configured."""
+    config = settings.dkim
+    if config is None:
+        return None
+    sender_domain = settings.sender.domain
+    if sender_domain != config.domain and not sender_domain.endswith("." + config.domain):
+        # DMARC (RFC 7489 §3.1.1) passes on DKIM only when d= aligns with the From domain.
+        raise ConfigError(
+            f'"{config.domain}" must be the domain of sender.from_address ("{sender_domain}") '
+            "or a parent of it, or receivers applying DMARC will not count the signature.",
+            file=settings.source,
+            key="dkim.domain",
+        )
+    path = Path(config.private_key_file)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f'the private key file "{path}" does not exist; create a key pair with '
+            "`mailer dkim keygen`.",
+            file=settings.source,
+            key="dkim.private_key_file",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            f'the private key file "{path}" cannot be read: {exc.strerror or exc}.',
+            file=settings.source,
+            key="dkim.private_key_file",
+        ) from None
+    key = SigningKey(config.selector, config.domain, config.algorithm, data.strip() + b"\n")
+    _check_key(key, path, settings.source)
+    return key
+
+
+def _check_key(key: SigningKey, path: Path, source: str) -> None:
+    # Sign a probe now, so a wrong or damaged key fails before the first recipient, not at it.
+    # The exception text is not shown: it could quote part of the key.
+    expected = "a PEM RSA private key" if key.algorithm == "rsa-sha256" else "an ed25519 key"
+    problem = f'the private key file "{path}" does not hold {expected} for "{key.algorithm}"'
+    if key.algorithm == "rsa-sha256":
+        try:
+            bits = parse_pem_private_key(key.private_key)["modulus"].bit_length()
+        except Exception:  # dkimpy raises several unrelated types for a damaged key
+            raise ConfigError(problem + ".", file=source, key="dkim.private_key_file") from None
+        if bits < _MIN_RSA_BITS:
+            raise ConfigError(
+                f"{problem}: the RSA key has {bits} bits; receivers refuse fewer than 1024. "
+                "Generate a 2048-bit key with `mailer dkim keygen`.",
+                file=source,
+                key="dkim.private_key_file",
+            )
+    try:
+        sign_message(_PROBE, key)
+    except Exception:
+        raise ConfigError(problem + ".", file=source, key="dkim.private_key_file") from None
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedKey:
+    private_key_file: Path
+    dns_file: Path
+    dns_name: str  # selector._domainkey.domain.
+    txt_value: str  # v=DKIM1; k=...; p=...
+    algorithm: Algorithm
+
+    def zone_record(self) -> str:
+        """The TXT record in zone-file syntax, split in strings of at most 255 octets."""
+        chunks = [self.txt_value[i : i + 255] for i in range(0, len(self.txt_value), 255)]
+        strings = " ".join(f'"{c}"' for c in chunks)
+        return f"{self.dns_name} IN TXT ( {strings} )"
+
+
+def generate_key_pair(
+    selector: str, domain: str, algorithm: Literal["rsa", "ed25519"], out_dir: Path
+) -> GeneratedKey:
+    """Write a new private key (mode 600) and its DNS record to `out_dir`; never overwrite."""
+    selector, domain = selector.lower(), domain.lower().rstrip(".")
+    for name, value in (("--selector", selector), ("--domain", domain)):
+        labels = value.split(".")
+        if not all(lab and lab.replace("-", "").replace("_", "").isalnum() for lab in labels):
+            raise InputError(f'{name} "{value}" must be a DNS name (letters, digits, "-", dots)')
+        if not value.isascii():
+            raise InputError(f'{name} "{value}" must be ASCII (use the xn-- form of the domain)')
+    if algorithm == "rsa":
+        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_bytes = private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,  # PKCS#1, what dkimpy reads
+            serialization.NoEncryption(),
+        )
+        public = private.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        txt = f"v=DKIM1; k=rsa; p={base64.b64encode(public).decode('ascii')}"
+        full: Algorithm = "rsa-sha256"
+    else:
+        seed = ed25519.Ed25519PrivateKey.generate()
+        raw = seed.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        key_bytes = base64.b64encode(raw) + b"\n"
+        public = seed.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        txt = f"v=DKIM1; k=ed25519; p={base64.b64encode(public).decode('ascii')}"
+        full = "ed25519-sha256"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # One key per selector: a selector holding two TXT records (rsa and ed25519) fails to verify.
+    key_file = out_dir / f"{selector}.{domain}.key"
+    dns_file = out_dir / f"{selector}.{domain}.dns"
+    result = GeneratedKey(key_file, dns_file, f"{selector}._domainkey.{domain}.", txt, full)
+    try:
+        # O_EXCL: an existing key may be the one in DNS right now; replacing it breaks signing.
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise InputError(
+            f'"{key_file}" already exists; choose another --selector or --out (a key that is '
+            "published must not be replaced in place)."
+        ) from None
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key_bytes)
+    dns_file.write_text(result.zone_record() + "\n", encoding="ascii")
+    return result

@@ -218,6 +218,33 @@ def campaign_report(
         output.json_document(summary.as_dict(), "recipients", iter_recipient_rows(engine, campaign))
 
 
+@app.command()
+def serve() -> None:
+    """Serve the web endpoints (signup, confirm, unsubscribe) on web.host:web.port."""
+    import uvicorn
+
+    from double_optin.app import create_app
+
+    settings = _settings()
+    settings.require_secret_keys()  # fail now, not on the first request
+    with _engine(settings) as engine:
+        web = settings.web
+        output.line(f"Serving {web.base_url} on http://{web.host}:{web.port} (Ctrl+C stops).")
+        # proxy_headers: behind a reverse proxy on loopback, the client IP (stored as consent
+        # evidence and rate-limited) comes from X-Forwarded-For; uvicorn trusts it from
+        # 127.0.0.1 only (--forwarded-allow-ips / FORWARDED_ALLOW_IPS to widen).
+        uvicorn.run(
+            create_app(settings, engine),
+            host=web.host,
+            port=web.port,
+            proxy_headers=True,
+            server_header=False,
+            # The access log would record every unsubscribe token and IP address in plain text.
+            access_log=False,
+            log_level="info",
+        )
+
+
 def exit_code_for(error: BaseException) -> int:
     """The one place that maps the error tree to exit codes (DESIGN.md, "Exit codes")."""
     return 2 if isinstance(error, InputError) else 1

@@ -209,7 +209,7 @@ class Flow:
             return None
         store.record_attempt(conn, "address", key, now)
         latest = store.latest_events(conn, contact.id)
-        token = self._signer.confirm_token(contact.id, list_names)
+        token = self._signer.confirm_token(contact.id, list_names, now=now)
         return ConfirmationMail(
             email=contact.email,
             locale=locale,

@@ -199,7 +199,7 @@ def suppress(
             same_scope,
         ]
         if since is not None:
-            conditions.append(_suppression.c.at > since)
+            conditions.append(_suppression.c.at >= since)
         exists = conn.execute(select(_suppression.c.id).where(and_(*conditions)).limit(1)).first()
         if exists is None:
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import re
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default
@@ -96,7 +97,7 @@ def wait_for(condition: Any, timeout: float = 10.0) -> None:
 async def send_campaign_now(
     engine: Engine,
     settings: Settings,
-    clock: FakeClock,
+    clock: Callable[[], datetime],
     name: str,
     list_name: str = "newsletter",
 ) -> dict[str, str]:

@@ -270,15 +270,19 @@ def schedule_remove(name: Annotated[str, typer.Argument(help="Campaign name.")])
 
 @app.command()
 def serve() -> None:
-    """Run the scheduler (and the web endpoints) until stopped with Ctrl-C or SIGTERM."""
+    """Serve the web endpoints and run the scheduler, until Ctrl+C or SIGTERM."""
     import logging
 
+    from double_optin.app import create_app
     from mailer.service import run_service
 
     settings = _settings()
+    settings.require_secret_keys()  # fail now, not on the first request
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with _engine(settings):
-        asyncio.run(run_service(settings))
+    with _engine(settings) as engine:
+        web = settings.web
+        output.line(f"Serving {web.base_url} on http://{web.host}:{web.port} (Ctrl+C stops).")
+        asyncio.run(run_service(settings, create_app(settings, engine)))
 
 
 # -- deliverability (issue 6): DKIM keys and a spam filter's verdict -------------------------

@@ -114,6 +114,8 @@ class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     confirm_ttl_hours: float = Field(default=48.0, gt=0)
+    # Against subscription bombing: signup attempts from one IP address per hour (0 = no limit).
+    signups_per_ip_per_hour: int = Field(default=10, ge=0)
 
     @field_validator("base_url")
     @classmethod

@@ -13,7 +13,16 @@ from types import TracebackType
 
 from sqlalchemy import Engine, and_, bindparam, exists, func, or_, select, update
 
-from mailer.models import Contact, Delivery, DeliveryStatus, Suppression, SuppressionReason
+from mailer.models import (
+    Consent,
+    ConsentEvent,
+    ConsentOrigin,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    Suppression,
+    SuppressionReason,
+)
 from mailer.policy import SkipReason
 from mailer.render import Recipient
 
@@ -22,6 +31,7 @@ __all__ = ["DueDelivery", "Ledger"]
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+_consent = Consent.__table__  # type: ignore[attr-defined]
 _PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
 
 
@@ -59,9 +69,23 @@ class Ledger:
         )
         # One bind parameter per secret key: a suppression made before a key rotation holds.
         self._hash_params = [f"h{i}" for i in range(key_count)]
+        # A suppression that the person lifted afterwards by confirming a new double opt-in
+        # for this list on our own page (policy rule 1) no longer blocks, as in policy.decide.
+        self_confirmed = (
+            select(func.max(_consent.c.at))
+            .where(
+                _consent.c.contact_id == d.contact_id,
+                _consent.c.list_name == list_name,
+                _consent.c.event == ConsentEvent.CONFIRMED,
+                _consent.c.origin == ConsentOrigin.WEB,
+            )
+            .correlate(_delivery)
+            .scalar_subquery()
+        )
         suppressed = exists().where(
             _suppression.c.address_hash.in_([bindparam(p) for p in self._hash_params]),
             or_(_suppression.c.scope.is_(None), _suppression.c.scope == list_name),
+            or_(self_confirmed.is_(None), _suppression.c.at >= self_confirmed),
         )
         pending = and_(d.id == bindparam("delivery_id"), d.status.in_(_PENDING))
         self._claim = (

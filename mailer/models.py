@@ -24,6 +24,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "Purchase",
+    "SignupAttempt",
     "Suppression",
     "SuppressionReason",
 ]
@@ -190,3 +191,18 @@ class Delivery(SQLModel, table=True):
     smtp_reply: str | None = Field(default=None, max_length=1000)
     message_id: str | None = Field(default=None, max_length=200)
     sent_at: datetime | None = Field(default=None, sa_column=_utc_column())
+
+
+class SignupAttempt(SQLModel, table=True):
+    """Rate-limit state of the signup form (anti subscription bombing), kept for 24 hours.
+
+    `key_hash` is a keyed hash of the address or the IP address, never the value itself: this
+    table must not become a second, unprotected list of who tried to subscribe.
+    """
+
+    __tablename__ = "signup_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # "address" (confirmation mail sent) or "ip" (form posted)
+    key_hash: str = Field(max_length=64, index=True)
+    at: datetime = Field(sa_column=_utc_column(nullable=False, index=True))

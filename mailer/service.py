@@ -1,10 +1,11 @@
-"""`mailer serve`: the long-running process (scheduler now; the web app joins it)."""
+"""`mailer serve`: the web endpoints and the scheduler, in one process and one event loop."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
+from typing import Any
+
+import uvicorn
 
 from mailer.config import Settings
 from mailer.scheduler import start_scheduler
@@ -14,15 +15,26 @@ __all__ = ["run_service"]
 log = logging.getLogger("mailer.service")
 
 
-async def run_service(settings: Settings) -> None:
-    """Run the scheduler until SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+async def run_service(settings: Settings, app: Any) -> None:
+    """Serve `app` on web.host:web.port with the scheduler beside it, until SIGINT/SIGTERM."""
+    web = settings.web
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host=web.host,
+            port=web.port,
+            # Behind a reverse proxy on loopback, the client IP (consent evidence, rate limits)
+            # comes from X-Forwarded-For; uvicorn trusts it from 127.0.0.1 only.
+            proxy_headers=True,
+            server_header=False,
+            # The access log would record every unsubscribe token and IP address in plain text.
+            access_log=False,
+            log_level="info",
+        )
+    )
     scheduler = start_scheduler(settings)
     log.info("scheduler started; %d jobs", len(scheduler.get_jobs()))
     try:
-        await stop.wait()
+        await server.serve()  # returns on SIGINT or SIGTERM (uvicorn's own handlers)
     finally:
         scheduler.shutdown(wait=False)

@@ -62,8 +62,12 @@ class TokenSigner:
             raise ForgedToken("This unsubscribe link is not valid.")
         return UnsubscribeClaim(contact_id, list_name)
 
-    def confirm_token(self, contact_id: int, list_names: Sequence[str]) -> str:
-        return str(self._confirm.dumps([contact_id, list(list_names)]))
+    def confirm_token(
+        self, contact_id: int, list_names: Sequence[str], *, now: datetime | None = None
+    ) -> str:
+        # `now` signs at the caller's clock, so the age read_confirm(now=...) sees is consistent.
+        serializer = self._confirm if now is None else _AtTime(self._confirm, now)
+        return str(serializer.dumps([contact_id, list(list_names)]))
 
     def read_confirm(
         self, token: str, *, max_age_seconds: float, now: datetime | None = None

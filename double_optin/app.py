@@ -1,0 +1,304 @@
+"""The web endpoints (DESIGN.md, "HTTP"). Routes only: parse, call the flow, render the outcome.
+
+No route sets a cookie or answers with a redirect: RFC 8058 §3.2 forbids both for the one-click
+unsubscribe, and without redirects there is no open redirect either. All pages work without
+JavaScript (there is none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import BackgroundTasks, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine, text
+from starlette.datastructures import FormData
+from starlette.responses import Response
+
+from double_optin.flow import (
+    ALL_LISTS,
+    ConfirmOutcome,
+    Flow,
+    Seen,
+    SignupOutcome,
+    SignupStatus,
+    TokenStatus,
+)
+from double_optin.pages import Pages, SecurityHeaders, pick_locale
+from mailer.config import Settings
+from mailer.db import make_engine
+from mailer.sending import Connection
+
+__all__ = ["create_app"]
+
+LangQuery = Annotated[str | None, Query(pattern="^(nl|en)$", include_in_schema=False)]
+_ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 §3.1: the POST body
+
+
+class SignupRequest(BaseModel):
+    email: str = Field(max_length=320, description="The address to subscribe.")
+    lists: list[str] = Field(
+        min_length=1,
+        max_length=20,
+        description="Names of configured lists (see GET /api/lists). Your form must show each "
+        "list's exact `wording` next to an unticked box: that wording is stored as evidence.",
+    )
+    locale: Literal["nl", "en"] | None = Field(
+        default=None, description="Language of the confirmation mail and pages."
+    )
+    source_url: str | None = Field(
+        default=None,
+        max_length=500,
+        description="URL of the page with your form, stored as the consent's source.",
+    )
+    website: str = Field(
+        default="",
+        max_length=200,
+        description="Honeypot: render it hidden and pass what it holds; people leave it empty.",
+    )
+
+
+class SignupAnswer(BaseModel):
+    status: Literal["pending_confirmation"] = "pending_confirmation"
+    detail: str = (
+        "If the address can receive mail, a confirmation link is on its way. Nothing is sent "
+        "to it before the link is confirmed."
+    )
+
+
+class Problem(BaseModel):
+    error: str
+    detail: str
+
+
+class ListInfo(BaseModel):
+    name: str
+    title: str
+    wording: str
+
+
+def _seen(request: Request) -> Seen:
+    return Seen(
+        ip=request.client.host if request.client else None,
+        user_agent=request.headers.get("user-agent"),
+    )
+
+
+async def _form(request: Request) -> FormData:
+    try:
+        return await request.form(max_files=0, max_fields=50, max_part_size=64 * 1024)
+    except Exception:  # a malformed body is answered like an empty one, never with a 500
+        return FormData()
+
+
+def create_app(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    connect: Callable[[], Connection] | None = None,
+) -> FastAPI:
+    """The ASGI app. `engine`, `clock` and `connect` (SMTP) are seams for tests."""
+    engine = engine or make_engine(settings.database.url, source=settings.source)
+    flow = Flow(engine, settings, connect=connect, **({"clock": clock} if clock else {}))
+    pages = Pages(settings)
+    base = settings.web.base_url
+    app = FastAPI(
+        title=f"{settings.sender.organization}: mailing list signup",
+        summary="Double opt-in signup, confirmation and one-click unsubscribe.",
+        # Swagger UI loads its assets from a CDN; the schema itself stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.add_middleware(SecurityHeaders)
+
+    def signup_page(outcome: SignupOutcome, locale: str, form: FormData) -> Response:
+        if outcome.status is SignupStatus.RATE_LIMITED:
+            answer = pages.render("rate_limited", locale, status=429)
+            answer.headers["retry-after"] = "3600"
+            return answer
+        if outcome.status is SignupStatus.INVALID:
+            context = {
+                "error": outcome.error,
+                "detail": outcome.detail,
+                "email": str(form.get("email") or ""),
+                "chosen": [str(v) for v in form.getlist("lists")],
+            }
+            return pages.render("subscribe", locale, context, status=400)
+        return pages.render("subscribe_sent", locale)
+
+    def confirm_page(outcome: ConfirmOutcome, token_locale: str | None) -> Response:
+        locale = outcome.locale or token_locale
+        context = {"titles": pages.titles(outcome.lists)}
+        match outcome.status:
+            case TokenStatus.READY:
+                return pages.render("confirm", locale, context, root="../")
+            case TokenStatus.CONFIRMED:
+                return pages.render("confirmed", locale, context, root="../")
+            case TokenStatus.RENEWED:
+                return pages.render("subscribe_sent", locale, root="../")
+            case TokenStatus.EXPIRED:
+                return pages.render("confirm_expired", locale, status=400, root="../")
+            case TokenStatus.STALE:
+                return pages.render("confirm_stale", locale, status=410, root="../")
+            case _:
+                return pages.render("link_invalid", locale, status=400, root="../")
+
+    @app.get("/subscribe", include_in_schema=False)
+    async def subscribe_form(lang: LangQuery = None) -> Response:
+        return pages.render(
+            "subscribe", lang, {"email": "", "chosen": [], "error": None, "detail": None}
+        )
+
+    @app.post("/subscribe", include_in_schema=False)
+    async def subscribe(
+        request: Request, background: BackgroundTasks, lang: LangQuery = None
+    ) -> Response:
+        form = await _form(request)
+        locale = pick_locale(lang, settings.locale)
+        outcome = await flow.signup(
+            str(form.get("email") or ""),
+            [str(v) for v in form.getlist("lists")],
+            honeypot=str(form.get("website") or ""),
+            locale=locale,
+            source=f"{base}/subscribe",
+            seen=_seen(request),
+        )
+        if outcome.mail is not None:
+            # After the answer: its timing then says nothing about the address, and a slow
+            # relay does not hold the page.
+            background.add_task(flow.send, outcome.mail)
+        return signup_page(outcome, locale, form)
+
+    @app.get("/confirm/{token}", include_in_schema=False)
+    async def confirm_view(token: str, lang: LangQuery = None) -> Response:
+        return confirm_page(await flow.confirm_view(token), lang)
+
+    @app.post("/confirm/{token}", include_in_schema=False)
+    async def confirm(
+        token: str, request: Request, background: BackgroundTasks, lang: LangQuery = None
+    ) -> Response:
+        form = await _form(request)
+        if form.get("renew"):
+            outcome = await flow.renew(token, _seen(request))
+            if outcome.mail is not None:
+                background.add_task(flow.send, outcome.mail)
+        else:
+            outcome = await flow.confirm(token, _seen(request))
+        return confirm_page(outcome, lang)
+
+    @app.get("/unsubscribe/{token}", include_in_schema=False)
+    async def unsubscribe_view(token: str, lang: LangQuery = None) -> Response:
+        outcome = await flow.unsubscribe_view(token)
+        if outcome.status is TokenStatus.FORGED:
+            return pages.render("link_invalid", lang, status=400, root="../")
+        if outcome.status is TokenStatus.STALE:
+            return pages.render(
+                "unsubscribed", lang, {"titles": [], "everything": True}, root="../"
+            )
+        context = {
+            "choices": list(zip(outcome.subscribed, pages.titles(outcome.subscribed), strict=True)),
+            "current": outcome.list_name,
+            "all_lists": ALL_LISTS,
+        }
+        return pages.render("unsubscribe", outcome.locale or lang, context, root="../")
+
+    @app.post(
+        "/unsubscribe/{token}",
+        summary="Unsubscribe (RFC 8058 one-click, or the button of the unsubscribe page)",
+        response_class=Response,
+        responses={200: {"description": "Unsubscribed."}, 400: {"description": "Forged link."}},
+    )
+    async def unsubscribe(token: str, request: Request, lang: LangQuery = None) -> Response:
+        form = await _form(request)
+        # RFC 8058 §3.1: the one-click POST carries List-Unsubscribe=One-Click, urlencoded or
+        # multipart, and no cookie or other credential: the signed token is the authority.
+        one_click = form.get(_ONE_CLICK[0]) == _ONE_CLICK[1]
+        scope = None if one_click else str(form.get("scope") or "") or None
+        how = (
+            "one-click unsubscribe (RFC 8058 List-Unsubscribe-Post)"
+            if one_click
+            else "unsubscribe page: " + ("all lists" if scope == ALL_LISTS else "one list")
+        )
+        outcome = await flow.unsubscribe(token, scope=scope, how=how, seen=_seen(request))
+        if outcome.status is TokenStatus.FORGED:
+            return pages.render("link_invalid", lang, status=400, root="../")
+        context = {"titles": pages.titles(outcome.left), "everything": outcome.everything}
+        # RFC 8058 §3.2: answer the POST itself; never a redirect.
+        return pages.render("unsubscribed", outcome.locale or lang, context, root="../")
+
+    @app.get("/assets/page.css", include_in_schema=False)
+    async def stylesheet() -> Response:
+        return Response(
+            pages.stylesheet,
+            media_type="text/css",
+            headers={"cache-control": "public, max-age=3600"},
+        )
+
+    @app.get("/healthz", summary="Liveness and database check")
+    async def healthz() -> JSONResponse:
+        def probe() -> None:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+
+        try:
+            await asyncio.to_thread(probe)
+        except Exception as exc:  # any database failure means "not healthy"
+            return JSONResponse({"status": "error", "detail": type(exc).__name__}, 503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/api/lists", summary="The lists a form may offer, with their exact wording")
+    async def api_lists() -> list[ListInfo]:
+        return [
+            ListInfo(name=name, title=item.title, wording=item.wording)
+            for name, item in settings.lists.items()
+        ]
+
+    @app.post(
+        "/api/subscribe",
+        summary="Sign up from an existing website form (double opt-in)",
+        status_code=202,
+        response_model=SignupAnswer,
+        responses={
+            400: {"model": Problem, "description": "Invalid address or unknown list."},
+            429: {"model": Problem, "description": "Too many signups from this IP address."},
+        },
+    )
+    async def api_subscribe(
+        body: SignupRequest, request: Request, background: BackgroundTasks
+    ) -> Any:
+        source = body.source_url or f"{base}/api/subscribe"
+        if not source.startswith(("https://", "http://")):
+            return JSONResponse(
+                Problem(
+                    error="invalid_source_url", detail="source_url must be an http(s) URL."
+                ).model_dump(),
+                400,
+            )
+        outcome = await flow.signup(
+            body.email,
+            body.lists,
+            honeypot=body.website,
+            locale=pick_locale(body.locale, settings.locale),
+            source=source,
+            seen=_seen(request),
+        )
+        if outcome.mail is not None:
+            background.add_task(flow.send, outcome.mail)
+        if outcome.status is SignupStatus.RATE_LIMITED:
+            problem = Problem(error="rate_limited", detail="Too many signups; try again later.")
+            return JSONResponse(problem.model_dump(), 429, headers={"retry-after": "3600"})
+        if outcome.status is SignupStatus.INVALID:
+            detail = outcome.detail or {
+                "no_list": "Choose at least one list.",
+                "unknown_list": "A list in `lists` is not configured (see GET /api/lists).",
+            }.get(outcome.error or "", "Invalid input.")
+            problem = Problem(error=outcome.error or "invalid", detail=detail)
+            return JSONResponse(problem.model_dump(), 400)
+        return SignupAnswer()
+
+    return app

@@ -1,0 +1,375 @@
+"""The double opt-in state machine: signup, confirm, renew, unsubscribe. No HTTP in here.
+
+Per list, the latest consent event is the state: `requested` (pending), `confirmed`, `withdrawn`.
+
+- signup: requested (+ a confirmation mail, rate-limited against subscription bombing);
+- confirm: requested -> confirmed; confirmed stays confirmed (twice is harmless); withdrawn after
+  the request makes the old link stale (an unsubscribe is never undone by an old mail);
+- unsubscribe: -> withdrawn, plus a suppression, in one transaction, so a running campaign skips
+  the person from the next message on (sending re-checks suppression before each send).
+
+Every answer is a value (an outcome with a status); the web layer only renders it. The
+database work runs in a worker thread so the event loop keeps serving while SQLite waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import Engine
+
+from double_optin import store
+from double_optin.mail import ConfirmationMail, build_confirmation, deliver
+from mailer.addresses import normalise_address
+from mailer.config import Settings
+from mailer.errors import ExpiredToken, ForgedToken
+from mailer.models import ConsentEvent
+from mailer.render import make_environment
+from mailer.sending import Connection
+from mailer.tokens import CONFIRM_SALT, TokenSigner, address_hash
+
+__all__ = [
+    "ALL_LISTS",
+    "MAX_MAILS_PER_ADDRESS_PER_DAY",
+    "ConfirmOutcome",
+    "Flow",
+    "Seen",
+    "SignupOutcome",
+    "SignupStatus",
+    "TokenStatus",
+    "UnsubscribeOutcome",
+]
+
+# Subscription bombing: someone types a victim's address into many forms. Three mails a day is
+# enough for a person who lost the first one, and too few to be a weapon.
+MAX_MAILS_PER_ADDRESS_PER_DAY = 3
+_ADDRESS_WINDOW = timedelta(hours=24)
+_IP_WINDOW = timedelta(hours=1)
+# The scope value that means "every list". List names start with a letter or digit, so a list
+# can never be called this.
+ALL_LISTS = "_all"
+_PENDING = (ConsentEvent.REQUESTED,)
+_ACTIVE = (ConsentEvent.REQUESTED, ConsentEvent.CONFIRMED)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """Where a request came from: stored as evidence with consent events."""
+
+    ip: str | None = None
+    user_agent: str | None = None
+
+
+class SignupStatus(StrEnum):
+    # One status for "mail sent", "address already known", "address hit its daily limit" and
+    # "a bot filled the honeypot": the answer must not tell which (no address enumeration).
+    ACCEPTED = "accepted"
+    INVALID = "invalid"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True, slots=True)
+class SignupOutcome:
+    status: SignupStatus
+    error: str | None = None  # invalid_address | no_list | unknown_list
+    detail: str | None = None  # email-validator's sentence, for the English page
+    mail: ConfirmationMail | None = None
+
+
+class TokenStatus(StrEnum):
+    READY = "ready"  # confirm or unsubscribe page: shows the button
+    CONFIRMED = "confirmed"
+    RENEWED = "renewed"  # a new confirmation mail was asked for (same answer if limited)
+    UNSUBSCRIBED = "unsubscribed"
+    STALE = "stale"  # genuine, but nothing to do: withdrawn since, or the contact was erased
+    EXPIRED = "expired"
+    FORGED = "forged"
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmOutcome:
+    status: TokenStatus
+    lists: tuple[str, ...] = ()  # list names concerned
+    locale: str | None = None
+    signed_at: datetime | None = None
+    mail: ConfirmationMail | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UnsubscribeOutcome:
+    status: TokenStatus
+    list_name: str = ""  # the list of the mail the link came from
+    subscribed: tuple[str, ...] = ()  # lists the person is on (confirmed or pending)
+    left: tuple[str, ...] = ()  # lists this unsubscribe ended
+    everything: bool = False
+    locale: str | None = None
+
+
+class _RateLimited(Exception):
+    """Rolls the signup transaction back: nothing of an over-limit attempt is kept."""
+
+
+class Flow:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        connect: Callable[[], Connection] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self._connect = connect
+        self._keys = settings.require_secret_keys()
+        self._signer = TokenSigner(self._keys)
+        self._env = make_environment(settings)
+        self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
+        # Verifies a confirm token's signature without its age: an expired link may still ask
+        # for a new mail, a forged one may not. Same keys and salt as TokenSigner.
+        self._confirm_any_age = URLSafeTimedSerializer(list(self._keys), salt=CONFIRM_SALT)
+
+    # -- signup ------------------------------------------------------------------------------
+
+    async def signup(
+        self,
+        raw_email: str,
+        list_names: Sequence[str],
+        *,
+        honeypot: str,
+        locale: str,
+        source: str,
+        seen: Seen,
+    ) -> SignupOutcome:
+        chosen = tuple(dict.fromkeys(list_names))  # de-duplicated, in form order
+        if honeypot.strip():
+            # A person never sees the field; a bot fills it. Same answer, nothing stored.
+            return SignupOutcome(SignupStatus.ACCEPTED)
+        try:
+            email = normalise_address(raw_email)
+        except ValueError as exc:
+            return SignupOutcome(SignupStatus.INVALID, "invalid_address", str(exc))
+        if not chosen:
+            return SignupOutcome(SignupStatus.INVALID, "no_list")
+        if any(name not in self.settings.lists for name in chosen):
+            return SignupOutcome(SignupStatus.INVALID, "unknown_list")
+        wordings = {name: self.settings.lists[name].wording for name in chosen}
+        now = self.clock()
+        evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
+        try:
+            mail = await asyncio.to_thread(self._record_signup, email, wordings, locale, evidence)
+        except _RateLimited:
+            return SignupOutcome(SignupStatus.RATE_LIMITED)
+        return SignupOutcome(SignupStatus.ACCEPTED, mail=mail)
+
+    def _record_signup(
+        self, email: str, wordings: dict[str, str], locale: str, evidence: store.Evidence
+    ) -> ConfirmationMail | None:
+        with self.engine.begin() as conn:
+            # The first statement writes: on SQLite this takes the write lock, so the counts
+            # below cannot race with a concurrent signup (see store.py).
+            self._check_ip(conn, evidence)
+            contact = store.ensure_contact(conn, email, locale, evidence.at)
+            store.add_events(conn, contact.id, wordings, ConsentEvent.REQUESTED, evidence)
+            return self._mail_if_allowed(conn, contact, tuple(wordings), evidence.at, locale)
+
+    def _check_ip(self, conn: DbConnection, evidence: store.Evidence) -> None:
+        limit = self.settings.web.signups_per_ip_per_hour
+        store.prune_attempts(conn, evidence.at - max(_ADDRESS_WINDOW, _IP_WINDOW))
+        if not limit or not evidence.ip:
+            return
+        key = address_hash(f"ip:{evidence.ip}", self._keys[-1])
+        store.record_attempt(conn, "ip", key, evidence.at)
+        if store.count_attempts(conn, "ip", key, evidence.at - _IP_WINDOW) > limit:
+            raise _RateLimited
+
+    def _mail_if_allowed(
+        self,
+        conn: DbConnection,
+        contact: store.ContactRow,
+        list_names: tuple[str, ...],
+        now: datetime,
+        locale: str,
+    ) -> ConfirmationMail | None:
+        key = address_hash(contact.email, self._keys[-1])
+        if store.count_attempts(conn, "address", key, now - _ADDRESS_WINDOW) >= (
+            MAX_MAILS_PER_ADDRESS_PER_DAY
+        ):
+            return None
+        store.record_attempt(conn, "address", key, now)
+        latest = store.latest_events(conn, contact.id)
+        token = self._signer.confirm_token(contact.id, list_names, now=now)
+        return ConfirmationMail(
+            email=contact.email,
+            locale=locale,
+            confirm_url=f"{self.settings.web.base_url}/confirm/{token}",
+            list_names=list_names,
+            wordings=tuple(latest[n].wording for n in list_names),
+            expires_at=now + self._ttl,
+        )
+
+    async def send(self, mail: ConfirmationMail) -> bool:
+        """Render and send the confirmation mail (the web layer calls this after answering)."""
+        data = build_confirmation(self._env, self.settings, mail, self.clock())
+        return await deliver(data, mail.email, self.settings, self._connect)
+
+    # -- confirm -----------------------------------------------------------------------------
+
+    async def confirm_view(self, token: str) -> ConfirmOutcome:
+        """What GET shows. Changes nothing: mail link scanners fetch every link they see."""
+        return await self._confirm(token, None)
+
+    async def confirm(self, token: str, seen: Seen) -> ConfirmOutcome:
+        return await self._confirm(token, seen)
+
+    async def _confirm(self, token: str, seen: Seen | None) -> ConfirmOutcome:
+        now = self.clock()
+        try:
+            claim = self._signer.read_confirm(
+                token, max_age_seconds=self._ttl.total_seconds(), now=now
+            )
+        except ExpiredToken as exc:
+            return ConfirmOutcome(TokenStatus.EXPIRED, signed_at=exc.signed_at)
+        except ForgedToken:
+            return ConfirmOutcome(TokenStatus.FORGED)
+        evidence = None
+        if seen is not None:
+            source = f"{self.settings.web.base_url}/confirm"
+            evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
+        return await asyncio.to_thread(
+            self._record_confirm, claim.contact_id, claim.list_names, evidence
+        )
+
+    def _record_confirm(
+        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence | None
+    ) -> ConfirmOutcome:
+        with self.engine.begin() as conn:
+            contact = store.contact_by_id(conn, contact_id)
+            if contact is None:  # erased since the mail was sent
+                return ConfirmOutcome(TokenStatus.STALE)
+            latest = store.latest_events(conn, contact_id)
+            pending = {
+                n: latest[n].wording
+                for n in list_names
+                if n in latest and latest[n].event in _PENDING
+            }
+            done = [
+                n for n in list_names if n in latest and latest[n].event is ConsentEvent.CONFIRMED
+            ]
+            if not pending and not done:
+                # Withdrawn after this link was mailed, or never requested: an old mail must
+                # not undo an unsubscribe.
+                return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
+            if evidence is None:
+                status = TokenStatus.READY if pending else TokenStatus.CONFIRMED
+                return ConfirmOutcome(status, tuple(pending) + tuple(done), contact.locale)
+            # The wording stored with the confirmation is the one the person ticked.
+            store.add_events(conn, contact_id, pending, ConsentEvent.CONFIRMED, evidence)
+            return ConfirmOutcome(
+                TokenStatus.CONFIRMED, tuple(pending) + tuple(done), contact.locale
+            )
+
+    async def renew(self, token: str, seen: Seen) -> ConfirmOutcome:
+        """A new confirmation mail for an expired link, under the same anti-bombing limits."""
+        try:
+            contact_id, list_names = self._confirm_any_age.loads(token)
+            contact_id, list_names = int(contact_id), tuple(str(n) for n in list_names)
+        except (BadSignature, ValueError, TypeError):
+            return ConfirmOutcome(TokenStatus.FORGED)
+        evidence = store.Evidence("", seen.ip, seen.user_agent, self.clock())
+        try:
+            return await asyncio.to_thread(self._record_renew, contact_id, list_names, evidence)
+        except _RateLimited:
+            return ConfirmOutcome(TokenStatus.RENEWED)
+
+    def _record_renew(
+        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence
+    ) -> ConfirmOutcome:
+        with self.engine.begin() as conn:
+            self._check_ip(conn, evidence)
+            contact = store.contact_by_id(conn, contact_id)
+            if contact is None:
+                return ConfirmOutcome(TokenStatus.STALE)
+            latest = store.latest_events(conn, contact_id)
+            pending = tuple(n for n in list_names if n in latest and latest[n].event in _PENDING)
+            if not pending:
+                return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
+            locale = contact.locale or self.settings.locale
+            mail = self._mail_if_allowed(conn, contact, pending, evidence.at, locale)
+            return ConfirmOutcome(TokenStatus.RENEWED, pending, contact.locale, mail=mail)
+
+    # -- unsubscribe -------------------------------------------------------------------------
+
+    async def unsubscribe_view(self, token: str) -> UnsubscribeOutcome:
+        return await self._unsubscribe(token, None, "", None)
+
+    async def unsubscribe(
+        self, token: str, *, scope: str | None, how: str, seen: Seen
+    ) -> UnsubscribeOutcome:
+        """Withdraw consent and suppress at once: `scope` a list name, ALL_LISTS, or None for
+        the list of the mail the link came from. `how` is stored as the withdrawal's wording."""
+        return await self._unsubscribe(token, scope, how, seen)
+
+    async def _unsubscribe(
+        self, token: str, scope: str | None, how: str, seen: Seen | None
+    ) -> UnsubscribeOutcome:
+        try:
+            claim = self._signer.read_unsubscribe(token)
+        except ForgedToken:
+            return UnsubscribeOutcome(TokenStatus.FORGED)
+        evidence = None
+        if seen is not None:
+            source = f"{self.settings.web.base_url}/unsubscribe"
+            evidence = store.Evidence(source, seen.ip, seen.user_agent, self.clock())
+        return await asyncio.to_thread(
+            self._record_unsubscribe, claim.contact_id, claim.list_name, scope, how, evidence
+        )
+
+    def _record_unsubscribe(
+        self,
+        contact_id: int,
+        list_name: str,
+        scope: str | None,
+        how: str,
+        evidence: store.Evidence | None,
+    ) -> UnsubscribeOutcome:
+        with self.engine.begin() as conn:
+            contact = store.contact_by_id(conn, contact_id)
+            if contact is None:
+                # Erased: the erasure left a hashed suppression for every list; nothing to do.
+                return UnsubscribeOutcome(TokenStatus.STALE, list_name)
+            latest = store.latest_events(conn, contact_id)
+            active = tuple(n for n, e in latest.items() if e.event in _ACTIVE)
+            subscribed = tuple(dict.fromkeys((list_name, *active)))
+            if evidence is None:
+                return UnsubscribeOutcome(
+                    TokenStatus.READY, list_name, subscribed, locale=contact.locale
+                )
+            everything = scope == ALL_LISTS
+            # None suppresses every list. The page only offers the person's own lists; any
+            # other value (or none: the one-click POST) means the list of the mail.
+            target = None if everything else (scope if scope in subscribed else list_name)
+            ending = active if everything else tuple(n for n in (target,) if n in active)
+            withdrawn = dict.fromkeys(ending, how)
+            store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
+            store.suppress(conn, self._keys, contact, [target], evidence.at)
+            left = ending if everything else (target or list_name,)
+            return UnsubscribeOutcome(
+                TokenStatus.UNSUBSCRIBED,
+                list_name,
+                subscribed,
+                left,
+                everything,
+                contact.locale,
+            )

@@ -1,0 +1,205 @@
+"""The database side of the web flow: contacts, consent events, rate-limit counters.
+
+Synchronous SQLAlchemy Core on one `Connection` inside a transaction the caller owns; the flow
+runs these in a worker thread so the event loop never waits on the database.
+
+Serialisation matters for the anti-bombing counters: every write path here starts with a write,
+so on SQLite the transaction holds the single write lock before it counts anything, and two
+concurrent signups cannot both see "2 mails sent" and both send the third and fourth.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, bindparam, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from mailer.models import (
+    Consent,
+    ConsentEvent,
+    ConsentOrigin,
+    Contact,
+    SignupAttempt,
+    Suppression,
+    SuppressionReason,
+)
+from mailer.suppression import add_suppression
+from mailer.tokens import address_hashes
+
+__all__ = [
+    "ContactRow",
+    "Evidence",
+    "add_events",
+    "contact_by_id",
+    "count_attempts",
+    "ensure_contact",
+    "last_confirmed_at",
+    "latest_events",
+    "prune_attempts",
+    "record_attempt",
+    "suppress",
+]
+
+_contact = Contact.__table__  # type: ignore[attr-defined]
+_consent = Consent.__table__  # type: ignore[attr-defined]
+_attempt = SignupAttempt.__table__  # type: ignore[attr-defined]
+_suppression = Suppression.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    id: int
+    email: str
+    locale: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Who did it, from where, when: stored with every consent event (DESIGN.md rule 7)."""
+
+    source: str
+    ip: str | None
+    user_agent: str | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LatestEvent:
+    event: ConsentEvent
+    wording: str
+
+
+def ensure_contact(conn: Connection, email: str, locale: str, now: datetime) -> ContactRow:
+    """The contact with this (normalised) address, created if new; an existing one is unchanged.
+
+    INSERT .. ON CONFLICT DO NOTHING rather than select-then-insert: two signups of one new
+    address at the same moment must not fail on the unique constraint.
+    """
+    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
+    conn.execute(
+        insert(_contact)
+        .values(email=email, locale=locale, created_at=now)
+        .on_conflict_do_nothing(index_elements=["email"])
+    )
+    row = conn.execute(
+        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(_contact.c.email == email)
+    ).one()
+    return ContactRow(row.id, row.email, row.locale)
+
+
+def contact_by_id(conn: Connection, contact_id: int) -> ContactRow | None:
+    row = conn.execute(
+        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
+            _contact.c.id == contact_id
+        )
+    ).first()
+    return None if row is None else ContactRow(row.id, row.email, row.locale)
+
+
+def add_events(
+    conn: Connection,
+    contact_id: int,
+    wordings: dict[str, str],
+    event: ConsentEvent,
+    evidence: Evidence,
+) -> None:
+    """One consent event per list in `wordings` (list name -> the exact wording shown)."""
+    if not wordings:
+        return
+    conn.execute(
+        _consent.insert(),
+        [
+            {
+                "contact_id": contact_id,
+                "list_name": list_name,
+                "event": event,
+                # Only our own pages record events here: a web confirmation is the person's own
+                # double opt-in, the one thing that may lift a suppression (policy rule 1).
+                "origin": ConsentOrigin.WEB,
+                "wording": wording,
+                "source": evidence.source[:500],
+                "ip": evidence.ip[:64] if evidence.ip else None,
+                "user_agent": evidence.user_agent[:500] if evidence.user_agent else None,
+                "at": evidence.at,
+            }
+            for list_name, wording in wordings.items()
+        ],
+    )
+
+
+def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
+    """The most recent consent event per list (by time, then by insertion order)."""
+    rows = conn.execute(
+        select(_consent.c.list_name, _consent.c.event, _consent.c.wording)
+        .where(_consent.c.contact_id == contact_id)
+        .order_by(_consent.c.at, _consent.c.id)
+    )
+    return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
+
+
+def record_attempt(conn: Connection, kind: str, key_hash: str, at: datetime) -> None:
+    conn.execute(_attempt.insert().values(kind=kind, key_hash=key_hash, at=at))
+
+
+_count = (
+    select(func.count())
+    .select_from(_attempt)
+    .where(
+        _attempt.c.kind == bindparam("kind"),
+        _attempt.c.key_hash == bindparam("key_hash"),
+        _attempt.c.at > bindparam("since", type_=_attempt.c.at.type),
+    )
+)
+
+
+def count_attempts(conn: Connection, kind: str, key_hash: str, since: datetime) -> int:
+    found = conn.execute(_count, {"kind": kind, "key_hash": key_hash, "since": since}).scalar()
+    return int(found or 0)
+
+
+def prune_attempts(conn: Connection, before: datetime) -> None:
+    """Forget rate-limit rows older than the longest window: they are personal data too."""
+    conn.execute(delete(_attempt).where(_attempt.c.at < before))
+
+
+def last_confirmed_at(conn: Connection, contact_id: int) -> datetime | None:
+    moment: datetime | None = conn.execute(
+        select(func.max(_consent.c.at)).where(
+            _consent.c.contact_id == contact_id, _consent.c.event == ConsentEvent.CONFIRMED
+        )
+    ).scalar()
+    return moment
+
+
+def suppress(
+    conn: Connection,
+    keys: Sequence[str],
+    contact: ContactRow,
+    scopes: Iterable[str | None],
+    at: datetime,
+) -> None:
+    """Suppress the contact's address for each scope (a list name, or None for all lists).
+
+    A second unsubscribe (the person clicks twice, the provider retries the one-click POST) adds
+    nothing, unless the person confirmed a new subscription since the earlier suppression: that
+    confirmation lifted it (policy rule 1), so this unsubscribe needs a suppression of its own.
+    """
+    hashes = address_hashes(contact.email, keys)
+    since = last_confirmed_at(conn, contact.id)
+    for scope in scopes:
+        same_scope = (
+            _suppression.c.scope.is_(None) if scope is None else _suppression.c.scope == scope
+        )
+        conditions = [
+            _suppression.c.address_hash.in_(hashes),
+            _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
+            same_scope,
+        ]
+        if since is not None:
+            conditions.append(_suppression.c.at >= since)
+        exists = conn.execute(select(_suppression.c.id).where(and_(*conditions)).limit(1)).first()
+        if exists is None:
+            add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, update
 from mailer.breaker import Breaker
 from mailer.campaign import content_of, get_campaign
 from mailer.config import Settings
-from mailer.errors import MailerError, TransportError
+from mailer.errors import InputError, MailerError, TransportError
 from mailer.ledger import DueDelivery, Ledger
 from mailer.models import (
     Campaign,
@@ -192,12 +192,25 @@ class _Run:
                     attempts = self.claim(job)
                     if attempts is None:
                         continue
-                    message = self.factory.render(
-                        job.recipient,
-                        basis=job.basis,
-                        now=self.clock(),
-                        delivery_ref=f"{self.campaign.id}.{job.delivery_id}",
-                    )
+                    try:
+                        message = self.factory.render(
+                            job.recipient,
+                            basis=job.basis,
+                            now=self.clock(),
+                            delivery_ref=f"{self.campaign.id}.{job.delivery_id}",
+                        )
+                    except InputError as bad:
+                        # One recipient's data (a name with a control character, a variable
+                        # image URL that is not https) fails that delivery, not the run.
+                        self.ledger.record(
+                            job.delivery_id,
+                            status=DeliveryStatus.FAILED,
+                            smtp_reply=f"not sent: {bad}",
+                            message_id="",
+                            at=self.clock(),
+                        )
+                        self.progress(DeliveryStatus.FAILED)
+                        continue
                     reply = await connection.send(sender, job.recipient.email, message.data)
                     self.record(job, attempts, reply, message.message_id)
                 finally:

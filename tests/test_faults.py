@@ -179,3 +179,39 @@ def test_a_server_that_is_down_pauses_the_run_instead_of_burning_through_the_lis
     # The breaker opens after its window of 20 failures; never anywhere near the whole list.
     assert len(tried) <= 20 + 2
     assert all(status in ("queued", "deferred") for status, _a, _r in rows.values())
+
+
+def test_a_recipient_whose_message_cannot_be_rendered_fails_alone(
+    db_url: str, engine: Engine, sink: SmtpSink, tmp_path: Path
+) -> None:
+    templates = tmp_path / "templates" / "campaigns" / "avatar"
+    templates.mkdir(parents=True)
+    (templates / "nl.html").write_text(
+        '<html><body><p>Hallo</p><img alt="" src="{{ contact.first_name }}"></body></html>\n',
+        encoding="utf-8",
+    )
+    (templates / "nl.txt").write_text("Hallo\n", encoding="utf-8")
+    settings = make_settings(
+        db_url,
+        templates_dir=str(tmp_path / "templates"),
+        smtp={"port": sink.port, "max_connections": 1},
+    )
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "email,first_name,list,confirmed_at\n"
+        "good@example.nl,https://cdn.example/a.png,newsletter,2026-01-01T10:00:00\n"
+        "bad@example.nl,http://insecure.example/a.png,newsletter,2026-01-01T10:00:00\n",
+        encoding="utf-8",
+    )
+    import_contacts(engine, settings, csv, now=NOW)
+    campaign = create_campaign(
+        engine, settings, name="avatars", list_name="newsletter", subject="Hallo",
+        template="avatar", category=None, now=NOW,
+    )  # fmt: skip
+    asyncio.run(run_campaign(engine, settings, campaign))
+    rows = ledger(engine, "avatars")
+    assert rows["good@example.nl"][0] == "sent"
+    status, _attempts, reply = rows["bad@example.nl"]
+    assert status == "failed"
+    assert reply is not None and reply.startswith("not sent: ")
+    assert [m.recipients[0] for m in sink.messages] == ["good@example.nl"]

@@ -286,6 +286,7 @@ class MessageFactory:
         self._token = unsubscribe_token  # (contact_id, list_name) -> str
         self._dkim = load_signing_key(settings)  # once per campaign; None without [dkim]
         self._parts: dict[str, _Parts] = {}
+        self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
         sender = settings.sender
         self._list_title = settings.lists[campaign.list_name].title
         check_header_value("subject", campaign.subject)
@@ -315,6 +316,25 @@ class MessageFactory:
             self._parts[chosen] = parts
         return parts
 
+    def _footers(self, parts: _Parts, basis: str) -> tuple[str, str]:
+        """The footer of `parts` for `basis`, rendered once, with a slot for the link.
+
+        Footers see only the sender, the list, the basis and the unsubscribe link (never the
+        contact), so one rendering per locale and basis serves every recipient.
+        """
+        key = (id(parts), basis)
+        cached = self._footer_cache.get(key)
+        if cached is None:
+            context = {
+                "sender": self._settings.sender,
+                "list_title": self._list_title,
+                "basis": basis,
+                "unsubscribe_url": _URL_SLOT,
+            }
+            cached = (parts.footer_html.render(context), parts.footer_text.render(context))
+            self._footer_cache[key] = cached
+        return cached
+
     def render(
         self, recipient: Recipient, *, basis: str, now: datetime, delivery_ref: str = ""
     ) -> RenderedMessage:
@@ -333,12 +353,13 @@ class MessageFactory:
             "basis": basis,
         }
         try:
+            footer_html, footer_text = self._footers(parts, basis)
             body = parts.html.render(context)
-            html = _with_footer_html(body, parts.footer_html.render(context))
+            html = _with_footer_html(body, footer_html.replace(_URL_SLOT, unsubscribe_url))
             text = (
                 (parts.text.render(context) if parts.text else html_to_text(body)).rstrip()
                 + "\n\n-- \n"
-                + parts.footer_text.render(context)
+                + footer_text.replace(_URL_SLOT, unsubscribe_url)
             )
         except UndefinedError as exc:
             raise TemplateError(
@@ -378,6 +399,10 @@ class MessageFactory:
         if self._dkim is not None:
             data = sign_message(data, self._dkim)
         return RenderedMessage(message_id, data, unsubscribe_url)
+
+
+# Stands in for the unsubscribe URL in cached footers; no template or URL contains it.
+_URL_SLOT = "\x00unsubscribe-url\x00"
 
 
 def _part(boundary: str, content_type: str, body: bytes) -> bytes:

@@ -41,7 +41,7 @@ def run(engine: Engine, settings: Settings, name: str) -> None:
 def ledger(engine: Engine, campaign_name: str) -> dict[str, tuple[str, int, str | None]]:
     with engine.connect() as conn:
         rows = conn.execute(
-            select(Contact.email, Delivery.status, Delivery.attempts, Delivery.smtp_reply)  # type: ignore[call-overload]
+            select(Contact.email, Delivery.status, Delivery.attempts, Delivery.smtp_reply)
             .join(Delivery, Delivery.contact_id == Contact.id)
             .where(Delivery.campaign_id == _campaign_id(engine, campaign_name))
         ).all()
@@ -127,7 +127,7 @@ def test_next_campaign_skips_hard_bounces_but_not_soft_ones(
     )
     run(engine, settings, "first")
     with engine.connect() as conn:
-        assert conn.execute(select(Suppression.reason)).scalars().all() == ["hard_bounce"]  # type: ignore[call-overload]
+        assert conn.execute(select(Suppression.reason)).scalars().all() == ["hard_bounce"]
     sink.messages.clear()
     sink.reply = None
     run(engine, settings, "second")

@@ -31,16 +31,22 @@ _err = Console(stderr=True, highlight=False)
 
 
 def line(text: str) -> None:
-    _out.print(text, markup=False)
-
-
-def raw(text: str) -> None:
-    """Text to copy and paste (a DNS record, a settings snippet): never wrapped."""
+    """One message line; never wrapped, so it can be grepped and copied whole."""
     _out.print(text, markup=False, soft_wrap=True)
 
 
+def raw(text: str) -> None:
+    """Text to copy and paste (a DNS record, a settings snippet)."""
+    line(text)
+
+
 def error(text: str) -> None:
-    _err.print(f"error: {text}", markup=False, style="bold red" if _err.is_terminal else None)
+    _err.print(
+        f"error: {text}",
+        markup=False,
+        soft_wrap=True,
+        style="bold red" if _err.is_terminal else None,
+    )
 
 
 def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:

@@ -342,6 +342,25 @@ def campaign_check(name: Annotated[str, typer.Argument(help="Campaign name.")]) 
         raise typer.Exit(1)
 
 
+bounces_app = typer.Typer(help="Bounces and mailto unsubscribes.", no_args_is_help=True)
+app.add_typer(bounces_app, name="bounces")
+
+
+@bounces_app.command("process")
+def bounces_process(
+    maildir: Annotated[
+        Path | None, typer.Option(help="A Maildir folder (default: bounces.maildir or IMAP).")
+    ] = None,
+) -> None:
+    """Read the bounce mailbox: suppress hard bounces, note soft ones, honour unsubscribes."""
+    from mailer.bounces import process_mailbox
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        report = process_mailbox(engine, settings, now=_now(), maildir=maildir)
+    output.line(f"Processed {sum(report.counts.values())} messages: {report.line()}.")
+
+
 def exit_code_for(error: BaseException) -> int:
     """The one place that maps the error tree to exit codes (DESIGN.md, "Exit codes")."""
     return 2 if isinstance(error, InputError) else 1

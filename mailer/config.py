@@ -21,6 +21,7 @@ from mailer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "BounceSettings",
     "DatabaseSettings",
     "DkimSettings",
     "ListSettings",
@@ -154,6 +155,18 @@ class SchedulerSettings(_Section):
         return value
 
 
+class BounceSettings(_Section):
+    # Where bounces and mails to the List-Unsubscribe mailto address arrive: a Maildir folder,
+    # or an IMAP mailbox over TLS (password from MAILER_IMAP_PASSWORD).
+    maildir: str | None = None
+    imap_host: str | None = None
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_username: str = ""
+    imap_folder: str = "INBOX"
+    # How often `mailer serve` processes the mailbox; 0 = only by `mailer bounces process`.
+    interval_minutes: float = Field(default=15.0, ge=0)
+
+
 class ListSettings(_Section):
     title: str = Field(min_length=1)
     wording: str = Field(min_length=1)
@@ -186,6 +199,7 @@ class Settings(_Section):
     web: WebSettings = WebSettings()
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
+    bounces: BounceSettings = BounceSettings()
     lists: dict[str, ListSettings] = Field(min_length=1)
     dkim: DkimSettings | None = None
 

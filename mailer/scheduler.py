@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import ConflictingIdError, JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -174,9 +175,37 @@ def start_scheduler(settings: Settings) -> AsyncIOScheduler:
     """Start the asyncio scheduler in the running loop (for `mailer serve`)."""
     _service["settings"] = settings
     scheduler = AsyncIOScheduler(
-        jobstores={"default": _store(settings)},
+        jobstores={"default": _store(settings), "memory": MemoryJobStore()},
         job_defaults=_job_defaults(settings),
         timezone=ZoneInfo(settings.scheduler.timezone),
     )
+    bounces = settings.bounces
+    if bounces.interval_minutes and (bounces.maildir or bounces.imap_host):
+        # A plain (not stored) job: it follows the settings file, not an earlier configuration.
+        scheduler.add_job(
+            process_bounces,
+            "interval",
+            minutes=bounces.interval_minutes,
+            id="bounces",
+            jobstore="memory",
+            replace_existing=True,
+        )
     scheduler.start()
     return scheduler
+
+
+async def process_bounces() -> None:
+    """The periodic job: the bounce mailbox, as `mailer bounces process` does it."""
+    import asyncio
+
+    from mailer.bounces import process_mailbox
+
+    settings: Settings = _service["settings"]
+    engine = make_engine(settings.database.url)
+    try:
+        report = await asyncio.to_thread(
+            process_mailbox, engine, settings, now=datetime.now(ZoneInfo("UTC"))
+        )
+        log.info("bounce mailbox: %s", report.line())
+    finally:
+        engine.dispose()

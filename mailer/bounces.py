@@ -1,0 +1,253 @@
+"""Bounces and mailto unsubscribes from a mailbox (Maildir, or IMAP over TLS).
+
+A delivery status notification (RFC 3464) says per recipient whether delivery failed for good
+(Status 5.x.x: a hard bounce, the address is suppressed) or for now (4.x.x: a soft bounce, only
+noted). A mail to the List-Unsubscribe mailto address (RFC 2369) whose subject carries our
+signed token unsubscribes that person from that list, like the one-click link.
+
+`classify_message` is pure; `process_mailbox` does the I/O. Each message is handled in its own
+transaction and then marked seen, so processing the same mailbox twice changes nothing.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import imaplib
+import mailbox
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from enum import StrEnum
+from pathlib import Path
+
+from flufl.bounce import all_failures
+from sqlalchemy import Engine, update
+
+from mailer.addresses import normalise_address
+from mailer.config import BounceSettings, Settings
+from mailer.errors import ConfigError, ForgedToken, InputError, TransportError
+from mailer.models import ConsentEvent, Delivery, DeliveryStatus, SuppressionReason
+from mailer.suppression import add_suppression, is_suppressed
+from mailer.tokens import TokenSigner
+
+__all__ = ["BounceReport", "Classified", "Kind", "classify_message", "process_mailbox"]
+
+_delivery = Delivery.__table__  # type: ignore[attr-defined]
+_TOKEN = re.compile(r"\bunsubscribe\s+([A-Za-z0-9_.\-]+)", re.IGNORECASE)
+_STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}")
+
+
+class Kind(StrEnum):
+    HARD = "hard_bounce"
+    SOFT = "soft_bounce"
+    UNSUBSCRIBE = "unsubscribe"
+    IGNORED = "ignored"
+
+
+@dataclass(frozen=True, slots=True)
+class Classified:
+    kind: Kind
+    addresses: tuple[str, ...] = ()
+    status: str | None = None  # the DSN's Status field, e.g. 5.1.1
+    message_id: str | None = None  # of the message that bounced
+    token: str | None = None  # of a mailto unsubscribe
+
+
+@dataclass
+class BounceReport:
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def line(self) -> str:
+        names = ("hard_bounce", "soft_bounce", "unsubscribe", "forged", "ignored", "unreadable")
+        return ", ".join(f"{self.counts[n]} {n.replace('_', ' ')}" for n in names)
+
+
+def _recipient_fields(msg: Message) -> Iterator[tuple[str, str]]:
+    """(recipient, status) per recipient block of a message/delivery-status part."""
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else []:
+            if not isinstance(block, Message):
+                continue
+            recipient = str(block.get("Final-Recipient") or block.get("Original-Recipient") or "")
+            status = str(block.get("Status") or "").strip()
+            if ";" in recipient and status:
+                yield recipient.split(";", 1)[1].strip().strip("<>"), status
+
+
+def _original_message_id(msg: Message) -> str | None:
+    for part in msg.walk():
+        kind = part.get_content_type()
+        headers: Message | None = None
+        if kind == "text/rfc822-headers":
+            payload = part.get_payload(decode=True)
+            text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+            headers = email.message_from_string(text)
+        elif kind == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                headers = inner[0]
+        else:
+            continue
+        if headers is not None and headers.get("Message-ID"):
+            return str(headers["Message-ID"]).strip()
+    return None
+
+
+def _addressed_to(msg: Message, address: str) -> bool:
+    fields = " ".join(str(msg.get(h, "")) for h in ("To", "Delivered-To", "X-Original-To"))
+    return address.lower() in fields.lower()
+
+
+def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
+    """What a message in the bounce mailbox means (pure)."""
+    if _addressed_to(msg, unsubscribe_address):
+        found = _TOKEN.search(str(msg.get("Subject", "")))
+        if found is None and not msg.is_multipart():
+            body = msg.get_payload(decode=True)
+            found = _TOKEN.search(
+                body.decode("utf-8", "replace") if isinstance(body, bytes) else ""
+            )
+        if found:
+            return Classified(Kind.UNSUBSCRIBE, token=found.group(1))
+        return Classified(Kind.IGNORED)
+    message_id = _original_message_id(msg)
+    per_recipient = list(_recipient_fields(msg))
+    # The DSN's own Status field is authoritative (RFC 3464 §2.3.4); flufl.bounce's heuristics
+    # cover the many bounces that are not proper DSNs.
+    hard = tuple(r for r, s in per_recipient if s.startswith("5"))
+    soft = tuple(r for r, s in per_recipient if s.startswith("4"))
+    if not per_recipient:
+        temporary, permanent = all_failures(msg)
+        hard = tuple(a.decode("utf-8", "replace") for a in sorted(permanent))
+        soft = tuple(a.decode("utf-8", "replace") for a in sorted(temporary))
+    statuses = {s for _r, s in per_recipient}
+    status = next(iter(sorted(statuses)), None)
+    if hard:
+        return Classified(Kind.HARD, hard, status, message_id)
+    if soft:
+        return Classified(Kind.SOFT, soft, status, message_id)
+    return Classified(Kind.IGNORED)
+
+
+def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime) -> str:
+    """Write what a classified message means; returns the count it belongs to."""
+    keys = settings.require_secret_keys()
+    if found.kind is Kind.UNSUBSCRIBE:
+        return _unsubscribe(engine, settings, found.token or "", now)
+    if found.kind is Kind.IGNORED:
+        return "ignored"
+    note = f"{found.kind}: {found.status or 'no status'} (delivery status notification)"
+    with engine.begin() as conn:
+        if found.kind is Kind.HARD:
+            for raw in found.addresses:
+                try:
+                    address = normalise_address(raw)
+                except ValueError:
+                    continue
+                if not is_suppressed(conn, keys, address, "*"):
+                    add_suppression(conn, keys, address, SuppressionReason.HARD_BOUNCE, now)
+        if found.message_id:
+            values: dict[str, object] = {"smtp_reply": note}
+            if found.kind is Kind.HARD:
+                values["status"] = DeliveryStatus.FAILED
+            conn.execute(
+                update(_delivery).where(_delivery.c.message_id == found.message_id).values(values)
+            )
+    return str(found.kind)
+
+
+def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) -> str:
+    # The web side's store holds the one implementation of "withdraw and suppress".
+    from double_optin import store
+
+    try:
+        claim = TokenSigner(settings.require_secret_keys()).read_unsubscribe(token)
+    except ForgedToken:
+        return "forged"
+    evidence = store.Evidence(f"mailto:{settings.sender.unsubscribe_mailto}", None, None, now)
+    with engine.begin() as conn:
+        contact = store.contact_by_id(conn, claim.contact_id)
+        if contact is None:
+            return "ignored"  # erased: a hashed suppression already covers every list
+        store.add_events(
+            conn, contact.id, {claim.list_name: "unsubscribed by e-mail"},
+            ConsentEvent.WITHDRAWN, evidence,
+        )  # fmt: skip
+        store.suppress(conn, settings.require_secret_keys(), contact, [claim.list_name], now)
+    return "unsubscribe"
+
+
+MarkSeen = Callable[[], None]
+
+
+def _maildir_messages(path: Path) -> Iterator[tuple[Message, MarkSeen]]:
+    if not (path / "cur").is_dir() or not (path / "new").is_dir():
+        raise InputError("is not a Maildir (it needs cur/ and new/ folders)", file=str(path))
+    box = mailbox.Maildir(path, create=False)
+    for key in list(box.keys()):
+        stored = box.get_message(key)
+        if "S" in stored.get_flags():
+            continue
+
+        def mark_seen(key: str = key, stored: mailbox.MaildirMessage = stored) -> None:
+            stored.set_subdir("cur")
+            stored.add_flag("S")
+            box[key] = stored
+
+        yield email.message_from_bytes(stored.as_bytes(), policy=email.policy.compat32), mark_seen
+
+
+def _imap_messages(bounces: BounceSettings) -> Iterator[tuple[Message, MarkSeen]]:
+    password = os.environ.get("MAILER_IMAP_PASSWORD", "")
+    try:
+        client = imaplib.IMAP4_SSL(bounces.imap_host or "", bounces.imap_port)
+        client.login(bounces.imap_username, password)
+        client.select(bounces.imap_folder)
+        _status, found = client.search(None, "UNSEEN")
+        for number in found[0].split():
+            _status, data = client.fetch(number, "(BODY.PEEK[])")
+            raw = data[0][1] if data and isinstance(data[0], tuple) else b""
+
+            def mark_seen(number: bytes = number) -> None:
+                client.store(number.decode(), "+FLAGS", "\\Seen")
+
+            yield email.message_from_bytes(raw, policy=email.policy.compat32), mark_seen
+        client.logout()
+    except (imaplib.IMAP4.error, OSError) as exc:
+        raise TransportError(f"The IMAP server {bounces.imap_host} failed: {exc}") from exc
+
+
+def process_mailbox(
+    engine: Engine, settings: Settings, *, now: datetime, maildir: Path | None = None
+) -> BounceReport:
+    """Handle every unseen message of the configured (or given) mailbox."""
+    bounces = settings.bounces
+    if maildir is None and bounces.maildir:
+        maildir = Path(bounces.maildir)
+    if maildir is None and not bounces.imap_host:
+        raise ConfigError(
+            "no mailbox configured: set bounces.maildir or bounces.imap_host (or --maildir)",
+            file=settings.source, key="bounces",
+        )  # fmt: skip
+    if maildir is not None:
+        messages = _maildir_messages(maildir)
+    else:
+        messages = _imap_messages(bounces)
+    report = BounceReport()
+    for message, mark_seen in messages:
+        try:
+            found = classify_message(message, settings.sender.unsubscribe_mailto)
+        except (ValueError, LookupError, TypeError, AttributeError):
+            report.counts["unreadable"] += 1  # a malformed message is skipped, never fatal
+        else:
+            report.counts[_apply(engine, settings, found, now)] += 1
+        mark_seen()
+    return report

@@ -1,0 +1,143 @@
+"""The bounce mailbox: real DSNs and mailto unsubscribes in a real Maildir, a real database."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import mailbox
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import unquote
+
+import pytest
+from sqlalchemy import Engine, select
+
+from mailer.bounces import Kind, classify_message, process_mailbox
+from mailer.config import Settings
+from mailer.errors import ConfigError, InputError
+from mailer.models import Consent, ConsentEvent, ConsentOrigin, Delivery, Suppression
+from mailer.policy import ConsentFact
+from mailer.sending import run_campaign
+from mailer.sink import SmtpSink
+from tests.factories import add_contact, new_campaign
+
+NOW = datetime(2026, 11, 16, 9, tzinfo=UTC)
+DATA = Path(__file__).parent / "data" / "bounces"
+JAN = datetime(2026, 1, 1, tzinfo=UTC)
+SUBSCRIBED = [
+    ConsentFact("newsletter", ConsentEvent.REQUESTED, ConsentOrigin.WEB, JAN),
+    ConsentFact("newsletter", ConsentEvent.CONFIRMED, ConsentOrigin.WEB, JAN),
+]
+
+
+def dsn(recipient: str, message_id: str, *, status: str = "5.1.1", code: int = 550) -> bytes:
+    text = (DATA / "postfix-dsn.eml").read_text(encoding="ascii")
+    action = "failed" if status.startswith("5") else "delayed"
+    body = text.format(recipient=recipient, message_id=message_id, status=status, code=code,
+                       text="Mailbox problem", action=action)  # fmt: skip
+    return body.replace("\n", "\r\n").encode("ascii")
+
+
+def deliver(maildir: Path, *messages: bytes) -> None:
+    box = mailbox.Maildir(maildir, create=True)
+    for message in messages:
+        box.add(message)
+
+
+def send(engine: Engine, settings: Settings, name: str) -> None:
+    campaign = new_campaign(engine, settings, name, at=NOW)
+    asyncio.run(run_campaign(engine, settings, campaign, clock=lambda: NOW))
+
+
+def parse(data: bytes) -> email.message.Message:
+    return email.message_from_bytes(data, policy=email.policy.compat32)
+
+
+def test_a_postfix_dsn_is_a_hard_or_soft_bounce_by_its_status_field() -> None:
+    hard = classify_message(parse(dsn("gone@example.nl", "<a.1@bakkerij.example>")),
+                            "unsubscribe@bakkerij.example")  # fmt: skip
+    assert (hard.kind, hard.addresses, hard.status, hard.message_id) == (
+        Kind.HARD, ("gone@example.nl",), "5.1.1", "<a.1@bakkerij.example>"
+    )  # fmt: skip
+    soft = classify_message(parse(dsn("full@example.nl", "<a.2@x>", status="4.2.2", code=452)),
+                            "unsubscribe@bakkerij.example")  # fmt: skip
+    assert (soft.kind, soft.addresses) == (Kind.SOFT, ("full@example.nl",))
+
+
+def test_a_bounce_that_is_not_a_dsn_is_recognised_by_flufl_bounce() -> None:
+    text = (DATA / "exim-plain.eml").read_text(encoding="ascii").format(recipient="x@example.org")
+    found = classify_message(parse(text.encode()), "unsubscribe@bakkerij.example")
+    assert found.kind is Kind.HARD and found.addresses == ("x@example.org",)
+
+
+def test_ordinary_mail_is_ignored() -> None:
+    hello = b"From: a@b.example\r\nTo: nieuws@bakkerij.example\r\nSubject: Hallo\r\n\r\nHoi!\r\n"
+    assert classify_message(parse(hello), "unsubscribe@bakkerij.example").kind is Kind.IGNORED
+
+
+def test_hard_bounces_are_suppressed_soft_ones_are_not_and_the_mailbox_is_read_once(
+    engine: Engine, send_settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    for address in ("gone@example.nl", "full@example.nl", "fine@example.nl"):
+        add_contact(engine, send_settings, address, at=NOW, consents=SUBSCRIBED)
+    send(engine, send_settings, "one")
+    ids = {m.recipients[0]: parse(m.data)["Message-ID"] for m in sink.messages}
+    maildir = tmp_path / "Maildir"
+    deliver(
+        maildir,
+        dsn("gone@example.nl", ids["gone@example.nl"]),
+        dsn("full@example.nl", ids["full@example.nl"], status="4.2.2", code=452),
+        b"this is not\r\n\r\n a mail at all",
+    )
+    report = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
+    assert (report.counts["hard_bounce"], report.counts["soft_bounce"]) == (1, 1)
+    assert report.counts["unreadable"] == 1  # skipped and counted, never fatal
+    with engine.connect() as conn:
+        assert conn.execute(select(Suppression.reason)).scalars().all() == ["hard_bounce"]
+        statuses = dict(conn.execute(select(Delivery.message_id, Delivery.status)).all())
+    assert statuses[ids["gone@example.nl"]] == "failed"
+    assert statuses[ids["full@example.nl"]] == "sent"
+
+    again = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
+    assert sum(again.counts.values()) == 0
+
+    sink.messages.clear()
+    send(engine, send_settings, "two")
+    assert sorted(m.recipients[0] for m in sink.messages) == ["fine@example.nl", "full@example.nl"]
+
+
+def test_a_mail_to_the_unsubscribe_address_unsubscribes_from_that_list(
+    engine: Engine, send_settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    add_contact(engine, send_settings, "anna@example.nl", at=NOW, consents=SUBSCRIBED)
+    add_contact(engine, send_settings, "bram@example.nl", at=NOW, consents=SUBSCRIBED)
+    send(engine, send_settings, "one")
+    anna = next(m for m in sink.messages if m.recipients[0] == "anna@example.nl")
+    mailto = str(parse(anna.data)["List-Unsubscribe"]).split("<mailto:")[1].rstrip(">")
+    to, _, query = mailto.partition("?")
+    subject = unquote(query.removeprefix("subject="))
+    request = f"From: anna@example.nl\r\nTo: {to}\r\nSubject: {subject}\r\n\r\n".encode()
+    forged = f"From: x@y.nl\r\nTo: {to}\r\nSubject: unsubscribe WzEsIm5ld3MiXQ.forged\r\n\r\n"
+    maildir = tmp_path / "Maildir"
+    deliver(maildir, request, forged.encode())
+
+    report = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
+    assert (report.counts["unsubscribe"], report.counts["forged"]) == (1, 1)
+    with engine.connect() as conn:
+        events = conn.execute(select(Consent.event, Consent.source).where(
+            Consent.event == "withdrawn")).all()  # fmt: skip
+    assert events == [("withdrawn", f"mailto:{to}")]
+
+    sink.messages.clear()
+    send(engine, send_settings, "two")
+    assert [m.recipients[0] for m in sink.messages] == ["bram@example.nl"]
+
+
+def test_a_missing_mailbox_is_a_clear_error(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="set bounces.maildir or bounces.imap_host"):
+        process_mailbox(engine, settings, now=NOW)
+    with pytest.raises(InputError, match="is not a Maildir"):
+        process_mailbox(engine, settings, now=NOW, maildir=tmp_path)

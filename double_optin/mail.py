@@ -19,7 +19,7 @@ from email.utils import format_datetime, make_msgid
 from jinja2 import Environment
 
 from mailer.config import Settings
-from mailer.render import check_header_value
+from mailer.headers import check_header_value
 from mailer.sending import Connection
 from mailer.transport import Outcome, SmtpConnection, classify
 

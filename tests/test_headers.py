@@ -17,14 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailer.errors import HeaderInjectionError
-from mailer.render import (
-    CampaignContent,
-    MessageFactory,
-    Recipient,
-    encode_address,
-    encode_header,
-    make_environment,
-)
+from mailer.headers import encode_address, encode_header
+from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
 from mailer.tokens import TokenSigner
 from tests.conftest import make_settings
 

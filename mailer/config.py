@@ -132,6 +132,19 @@ class PolicySettings(_Section):
     role_addresses: bool = False
     offer_addresses: tuple[str, ...] = ()
     retention_days: int = Field(default=365, ge=1)
+    # The delivery ledger is the proof of rule 8, but proof about people need not be kept
+    # forever: after this many days a delivery row keeps campaign, basis and status only.
+    delivery_retention_days: int = Field(default=730, ge=1)
+    # Acknowledge a web unsubscribe with a short transactional mail. None follows the
+    # jurisdiction: on in BE, where the acknowledgement is expected; off in NL, where the
+    # person's "no more mail" is taken literally.
+    unsubscribe_ack: bool | None = None
+
+    @property
+    def acknowledge_unsubscribe(self) -> bool:
+        if self.unsubscribe_ack is None:
+            return self.jurisdiction == "BE"
+        return self.unsubscribe_ack
 
     @field_validator("offer_addresses")
     @classmethod

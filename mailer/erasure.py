@@ -1,0 +1,145 @@
+"""Removing a person from every table, so the address is gone from the database file itself.
+
+Used by `privacy erase` (the person asks, AVG art. 17) and by `privacy purge` (retention). What
+stays is proof without a person: the delivery ledger keeps campaign, basis and status (rule 8),
+and an erased address stays suppressed through a keyed hash (rule 6), never the address.
+
+On SQLite a DELETE only unlinks a row; its bytes stay in the page until overwritten, and the old
+page images stay in the -wal file until a checkpoint. So the erasing connection runs with
+`PRAGMA secure_delete=ON` (freed cells and pages are zeroed) and the WAL is checkpointed and
+truncated afterwards. PostgreSQL keeps dead tuples until VACUUM reuses their space: the README
+says so; autovacuum does it, and `VACUUM` on the tables makes it happen now.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlalchemy import Connection, Engine, delete, update
+
+from mailer.models import (
+    Consent,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    Purchase,
+    SignupAttempt,
+    SuppressionReason,
+)
+from mailer.policy import SkipReason
+from mailer.suppression import add_suppression
+from mailer.tokens import address_hashes
+
+__all__ = ["Erased", "erase_rows", "forget_delivery_people", "in_secure_transaction"]
+
+T = TypeVar("T")
+
+_contact = Contact.__table__  # type: ignore[attr-defined]
+_consent = Consent.__table__  # type: ignore[attr-defined]
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
+_delivery = Delivery.__table__  # type: ignore[attr-defined]
+_attempt = SignupAttempt.__table__  # type: ignore[attr-defined]
+
+_NOT_YET_SENT = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
+_CHECKPOINT_TRIES = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Erased:
+    """What one erasure removed, counted per table."""
+
+    consents: int
+    purchases: int
+    deliveries: int  # ledger rows that lost the person (they keep campaign, basis, status)
+    signup_attempts: int
+
+
+def erase_rows(
+    conn: Connection,
+    keys: Sequence[str],
+    contact_id: int,
+    email: str,
+    now: datetime,
+    *,
+    suppress: bool,
+) -> Erased:
+    """Delete the contact and everything keyed to it; `suppress` keeps an `erased` hash."""
+    consents = conn.execute(delete(_consent).where(_consent.c.contact_id == contact_id))
+    purchases = conn.execute(delete(_purchase).where(_purchase.c.contact_id == contact_id))
+    # A queued row would wait forever for a contact that no longer exists: settle it now, so a
+    # report does not show it as still to be sent.
+    conn.execute(
+        update(_delivery)
+        .where(_delivery.c.contact_id == contact_id, _delivery.c.status.in_(_NOT_YET_SENT))
+        .values(status=DeliveryStatus.SUPPRESSED, skip_reason=SkipReason.SUPPRESSED)
+    )
+    # The SMTP reply may quote the address; the Message-ID links to the provider's logs.
+    deliveries = conn.execute(
+        update(_delivery)
+        .where(_delivery.c.contact_id == contact_id)
+        .values(contact_id=None, message_id=None, smtp_reply=None)
+    )
+    # The web side's anti-bombing counters are keyed by the same hash (double_optin.flow).
+    attempts = conn.execute(
+        delete(_attempt).where(
+            _attempt.c.kind == "address", _attempt.c.key_hash.in_(address_hashes(email, keys))
+        )
+    )
+    conn.execute(delete(_contact).where(_contact.c.id == contact_id))
+    if suppress:
+        add_suppression(conn, keys, email, SuppressionReason.ERASED, now)
+    return Erased(
+        int(consents.rowcount), int(purchases.rowcount), int(deliveries.rowcount),
+        int(attempts.rowcount),
+    )  # fmt: skip
+
+
+def forget_delivery_people(conn: Connection, ids: Sequence[int]) -> int:
+    """Ledger rows `ids` keep campaign, basis and status, and lose who and the SMTP details."""
+    if not ids:
+        return 0
+    result = conn.execute(
+        update(_delivery)
+        .where(_delivery.c.id.in_(list(ids)))
+        .values(contact_id=None, message_id=None, smtp_reply=None)
+    )
+    return int(result.rowcount)
+
+
+def in_secure_transaction(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
+    """Run `work` in one transaction with secure delete; returns its result and whether the
+    SQLite WAL was checkpointed and truncated (always True on other databases)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.connect() as conn:
+        if sqlite:
+            # Zero freed cells and pages instead of only unlinking them (SQLite pragma docs).
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        try:
+            result = work(conn)
+            conn.commit()
+        finally:
+            if sqlite:
+                conn.rollback()
+                # The connection goes back to the pool: leave it as every other one is.
+                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        truncated = _checkpoint(conn) if sqlite else True
+    return result, truncated
+
+
+def _checkpoint(conn: Connection) -> bool:
+    """Copy the WAL into the database file and truncate it, so no old page image survives.
+
+    A reader in the middle of a transaction (the web side) keeps the checkpoint from finishing;
+    it is tried a few times, then reported rather than waited for indefinitely.
+    """
+    for attempt in range(_CHECKPOINT_TRIES):
+        busy, _log, _done = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
+        conn.commit()
+        if not busy:
+            return True
+        time.sleep(0.05 * 2**attempt)
+    return False

@@ -213,7 +213,9 @@ def create_app(
         response_class=Response,
         responses={200: {"description": "Unsubscribed."}, 400: {"description": "Forged link."}},
     )
-    async def unsubscribe(token: str, request: Request, lang: LangQuery = None) -> Response:
+    async def unsubscribe(
+        token: str, request: Request, background: BackgroundTasks, lang: LangQuery = None
+    ) -> Response:
         form = await _form(request)
         # RFC 8058 §3.1: the one-click POST carries List-Unsubscribe=One-Click, urlencoded or
         # multipart, and no cookie or other credential: the signed token is the authority.
@@ -227,6 +229,9 @@ def create_app(
         outcome = await flow.unsubscribe(token, scope=scope, how=how, seen=_seen(request))
         if outcome.status is TokenStatus.FORGED:
             return pages.render("link_invalid", lang, status=400, root="../")
+        if outcome.ack is not None:
+            # After the answer, like the confirmation mail: the unsubscribe is already stored.
+            background.add_task(flow.acknowledge, outcome.ack)
         context = {"titles": pages.titles(outcome.left), "everything": outcome.everything}
         # RFC 8058 §3.2: answer the POST itself; never a redirect.
         return pages.render("unsubscribed", outcome.locale or lang, context, root="../")

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from double_optin import store
 from double_optin.mail import ConfirmationMail, build_confirmation, deliver
+from mailer.acknowledge import send_unsubscribe_ack
 from mailer.addresses import normalise_address
 from mailer.config import Settings
 from mailer.errors import ExpiredToken, ForgedToken
@@ -36,6 +37,7 @@ from mailer.tokens import CONFIRM_SALT, TokenSigner, address_hash
 
 __all__ = [
     "ALL_LISTS",
+    "Acknowledgement",
     "MAX_MAILS_PER_ADDRESS_PER_DAY",
     "ConfirmOutcome",
     "Flow",
@@ -106,6 +108,19 @@ class ConfirmOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """The unsubscribe acknowledgement to send (policy.unsubscribe_ack), after the answer."""
+
+    email: str
+    list_title: str
+    locale: str
+
+
+# What "everything" is called in the acknowledgement ("afgemeld voor al onze e-mail van ...").
+_ALL_TITLE = {"nl": "al onze e-mail", "en": "all our e-mail"}
+
+
+@dataclass(frozen=True, slots=True)
 class UnsubscribeOutcome:
     status: TokenStatus
     list_name: str = ""  # the list of the mail the link came from
@@ -113,6 +128,7 @@ class UnsubscribeOutcome:
     left: tuple[str, ...] = ()  # lists this unsubscribe ended
     everything: bool = False
     locale: str | None = None
+    ack: Acknowledgement | None = None
 
 
 class _RateLimited(Exception):
@@ -363,8 +379,16 @@ class Flow:
             ending = active if everything else tuple(n for n in (target,) if n in active)
             withdrawn = dict.fromkeys(ending, how)
             store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
-            store.suppress(conn, self._keys, contact, [target], evidence.at)
+            added = store.suppress(conn, self._keys, contact, [target], evidence.at)
             left = ending if everything else (target or list_name,)
+            ack = None
+            # Only when something changed: a provider retrying the one-click POST, or a second
+            # click, must not send a second acknowledgement.
+            if self.settings.policy.acknowledge_unsubscribe and (ending or added):
+                locale = contact.locale if contact.locale in _ALL_TITLE else self.settings.locale
+                titles = [self.settings.lists[n].title for n in left if n in self.settings.lists]
+                title = _ALL_TITLE[locale] if everything or not titles else ", ".join(titles)
+                ack = Acknowledgement(contact.email, title, locale)
             return UnsubscribeOutcome(
                 TokenStatus.UNSUBSCRIBED,
                 list_name,
@@ -372,4 +396,12 @@ class Flow:
                 left,
                 everything,
                 contact.locale,
+                ack,
             )
+
+    async def acknowledge(self, ack: Acknowledgement) -> bool:
+        """Send the unsubscribe acknowledgement (the web layer calls this after answering)."""
+        return await send_unsubscribe_ack(
+            self.settings, ack.email, ack.list_title, locale=ack.locale, now=self.clock(),
+            connect=self._connect,
+        )  # fmt: skip

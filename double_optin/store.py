@@ -180,8 +180,9 @@ def suppress(
     contact: ContactRow,
     scopes: Iterable[str | None],
     at: datetime,
-) -> None:
-    """Suppress the contact's address for each scope (a list name, or None for all lists).
+) -> int:
+    """Suppress the contact's address for each scope (a list name, or None for all lists);
+    returns how many suppressions were added.
 
     A second unsubscribe (the person clicks twice, the provider retries the one-click POST) adds
     nothing, unless the person confirmed a new subscription since the earlier suppression: that
@@ -189,6 +190,7 @@ def suppress(
     """
     hashes = address_hashes(contact.email, keys)
     since = last_confirmed_at(conn, contact.id)
+    added = 0
     for scope in scopes:
         same_scope = (
             _suppression.c.scope.is_(None) if scope is None else _suppression.c.scope == scope
@@ -203,3 +205,5 @@ def suppress(
         exists = conn.execute(select(_suppression.c.id).where(and_(*conditions)).limit(1)).first()
         if exists is None:
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
+            added += 1
+    return added

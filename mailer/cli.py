@@ -210,11 +210,19 @@ def campaign_report(
     as_json: Annotated[
         bool, typer.Option("--json", help="JSON with one entry per recipient.")
     ] = False,
+    as_csv: Annotated[
+        bool, typer.Option("--csv", help="CSV, one row per recipient: who, basis, when.")
+    ] = False,
 ) -> None:
-    """Counts by status, basis and skip reason; per recipient with --json."""
+    """Counts by status, basis and skip reason; per recipient with --json or --csv."""
     settings = _settings()
     with _engine(settings) as engine:
         campaign = get_campaign(engine, name)
+        if as_csv:
+            columns = ("email", "status", "basis", "skip_reason", "attempts", "sent_at",
+                       "message_id")  # fmt: skip
+            output.csv_rows(columns, iter_recipient_rows(engine, campaign))
+            return
         summary = report(engine, campaign)
         if not as_json:
             output.report_table(summary)
@@ -359,6 +367,92 @@ def bounces_process(
     with _engine(settings) as engine:
         report = process_mailbox(engine, settings, now=_now(), maildir=maildir)
     output.line(f"Processed {sum(report.counts.values())} messages: {report.line()}.")
+
+
+# -- privacy (issue 5): the person's rights, retention, consent proof -----------------------
+
+privacy_app = typer.Typer(help="Export, erase, and the retention purge.", no_args_is_help=True)
+app.add_typer(privacy_app, name="privacy")
+consent_app = typer.Typer(help="Consent records, as proof.", no_args_is_help=True)
+app.add_typer(consent_app, name="consent")
+EmailArgument = Annotated[str, typer.Argument(help="The person's e-mail address.")]
+
+
+@privacy_app.command("export")
+def privacy_export(email: EmailArgument) -> None:
+    """Everything stored about a person, as JSON on stdout. Exit 1 if the address is unknown."""
+    import json
+
+    from mailer.privacy import export_person
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        document = export_person(engine, settings, email)
+    output.raw(json.dumps(document, ensure_ascii=False, indent=2))
+
+
+@privacy_app.command("erase")
+def privacy_erase(email: EmailArgument) -> None:
+    """Erase a person from every table; keep only a keyed hash so they are never mailed again."""
+    from mailer.privacy import erase_person
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        done = erase_person(engine, settings, email, now=_now())
+    e = done.erased
+    output.line(
+        f"Erased {done.email}: the contact, {e.consents} consent events, {e.purchases} "
+        f"purchases and {e.signup_attempts} signup counters; {e.deliveries} delivery records "
+        "keep campaign, basis and status only. A keyed hash stays on the suppression list."
+    )
+    if not done.wal_truncated:
+        output.line(_WAL_BUSY)
+
+
+_WAL_BUSY = (
+    "Warning: another process was reading the database, so its write-ahead log could not be "
+    "truncated; old copies of the data may remain in the -wal file until it is. Run the "
+    "command again when `mailer serve` is idle."
+)
+
+
+@privacy_app.command("purge")
+def privacy_purge(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say what would be removed.")
+    ] = False,
+) -> None:
+    """Apply retention (policy.retention_days, policy.delivery_retention_days)."""
+    from mailer.privacy import purge
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        done = purge(engine, settings, now=_now(), dry_run=dry_run)
+    for text in done.lines():
+        output.line(text)
+    for label, addresses in (("erase", done.ended), ("remove", done.unconfirmed)):
+        for address in addresses:
+            output.line(f"  would {label}: {address}")
+    if not done.wal_truncated:
+        output.line(_WAL_BUSY)
+
+
+@consent_app.command("show")
+def consent_show(email: EmailArgument) -> None:
+    """The consent trail of a person: every event with its evidence, oldest first."""
+    from mailer.privacy import consent_trail
+
+    settings = _settings()
+    with _engine(settings) as engine:
+        trail = consent_trail(engine, settings, email)
+    output.trail_table(
+        f"Consent trail of {email.strip().lower()}",
+        (
+            (f"{e.at:%Y-%m-%d %H:%M:%S}", e.list_name or "all lists", e.event, e.origin,
+             e.wording, e.source, e.ip or "", e.user_agent or "")
+            for e in trail
+        ),
+    )  # fmt: skip
 
 
 def exit_code_for(error: BaseException) -> int:

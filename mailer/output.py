@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -17,6 +18,7 @@ from mailer.planning import PlanSummary
 
 __all__ = [
     "SendProgress",
+    "csv_rows",
     "error",
     "json_document",
     "line",
@@ -24,6 +26,7 @@ __all__ = [
     "raw",
     "report_table",
     "rules_table",
+    "trail_table",
 ]
 
 _out = Console(highlight=False)
@@ -102,6 +105,24 @@ def json_document(head: Mapping[str, Any], key: str, items: Iterable[Mapping[str
     for number, item in enumerate(items):
         write(("," if number else "") + "\n    " + json.dumps(item, ensure_ascii=False))
     write("\n  ]\n}\n")
+
+
+def csv_rows(columns: Sequence[str], items: Iterable[Mapping[str, Any]]) -> None:
+    """CSV with a header row on stdout, one row per item as it comes (no list in memory)."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(columns)
+    for item in items:
+        writer.writerow(["" if item.get(c) is None else item[c] for c in columns])
+
+
+def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:
+    """The consent trail: one row per event, every column whole (it is evidence)."""
+    table = Table(title=title, title_justify="left")
+    for name in ("time (UTC)", "list", "event", "origin", "wording", "source", "ip", "user agent"):
+        table.add_column(name, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    _out.print(table)
 
 
 class SendProgress:

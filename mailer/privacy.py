@@ -194,9 +194,7 @@ class ErasureReport:
     wal_truncated: bool  # False: a reader held the SQLite WAL; old page images may remain
 
 
-def erase_person(
-    engine: Engine, settings: Settings, email: str, *, now: datetime
-) -> ErasureReport:
+def erase_person(engine: Engine, settings: Settings, email: str, *, now: datetime) -> ErasureReport:
     """Remove the person from every table; keep only a keyed hash on the suppression list, so
     no import can make the address mailable again (only their own new double opt-in)."""
     address = _address(email)
@@ -238,9 +236,7 @@ class PurgeReport:
 
 
 def _ended(conn: Connection, cutoff: datetime) -> list[tuple[int, str]]:
-    query = select(_contact.c.id, _contact.c.email).where(
-        _contact.c.relationship_ended_at < cutoff
-    )
+    query = select(_contact.c.id, _contact.c.email).where(_contact.c.relationship_ended_at < cutoff)
     return [(r.id, r.email) for r in conn.execute(query.order_by(_contact.c.id))]
 
 

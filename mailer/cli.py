@@ -446,7 +446,7 @@ def consent_show(email: EmailArgument) -> None:
     with _engine(settings) as engine:
         trail = consent_trail(engine, settings, email)
     output.trail_table(
-        f"Consent trail of {email.strip().lower()}",
+        f"Consent trail of {email.strip().lower()}, oldest first (times in UTC):",
         (
             (f"{e.at:%Y-%m-%d %H:%M:%S}", e.list_name or "all lists", e.event, e.origin,
              e.wording, e.source, e.ip or "", e.user_agent or "")

@@ -116,13 +116,19 @@ def csv_rows(columns: Sequence[str], items: Iterable[Mapping[str, Any]]) -> None
 
 
 def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:
-    """The consent trail: one row per event, every column whole (it is evidence)."""
-    table = Table(title=title, title_justify="left")
-    for name in ("time (UTC)", "list", "event", "origin", "wording", "source", "ip", "user agent"):
-        table.add_column(name, overflow="fold")
-    for row in rows:
-        table.add_row(*row)
-    _out.print(table)
+    """The consent trail: a heading line per event, then its evidence, every value whole.
+
+    Not a grid: the wording and the user agent are long, and a grid at terminal width would
+    fold them into unreadable slivers; this is evidence, copied whole into a complaint reply.
+    """
+    line(title)
+    for at, list_name, event, origin, wording, source, ip, user_agent in rows:
+        line("")
+        line(f"{at}  {list_name}  {event}  ({origin})")
+        for label, value in (("wording", f'"{wording}"' if wording else ""), ("source", source),
+                             ("ip", ip), ("user agent", user_agent)):  # fmt: skip
+            if value:
+                line(f"    {label + ':':<12}{value}")
 
 
 class SendProgress:

@@ -1,0 +1,296 @@
+"""The person's rights through the command line, on a real SQLite file: export, erase (checked in
+the raw database bytes), consent proof, the ledger as CSV, and the retention purge."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text, update
+
+from mailer.cli import main
+from mailer.config import Settings
+from mailer.db import make_engine
+from mailer.models import Contact
+from mailer.privacy import consent_trail, erase_person, export_person, purge
+from mailer.sink import SmtpSink
+from tests.conftest import SECRET, make_settings
+from tests.test_cli import CONFIG
+
+CONTACTS = """email,first_name,last_name,city,list,wording,source,requested_at,confirmed_at,ip
+anna@example.nl,Anna,Zwaanswijk,Utrecht,newsletter,Ja graag de nieuwsbrief.,https://shop.example/form,2026-01-01T10:00:00,2026-01-01T10:05:00,192.0.2.7
+bram@example.nl,Bram,Kwakkelstein,Gouda,newsletter,,,2026-01-01T10:00:00,2026-01-01T10:05:00,
+"""
+# The same people again with a changed surname: the import rewrites their rows, leaving the
+# old cells as free space in the page (what secure delete must not leave readable).
+CONTACTS_AGAIN = """email,last_name
+anna@example.nl,Zwaanswijk-Oordt
+bram@example.nl,Kwakkelstein-Oordt
+"""
+CUSTOMERS = """email,category,purchased_at,optout_offered
+anna@example.nl,brood,2026-02-01T15:00:00,true
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "mailer.toml"
+    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    for name, body in (("contacts.csv", CONTACTS), ("again.csv", CONTACTS_AGAIN),
+                       ("customers.csv", CUSTOMERS)):  # fmt: skip
+        (tmp_path / name).write_text(body, encoding="utf-8")
+    return config
+
+
+def mailer(config: Path, *args: str) -> int:
+    return main(["--config", str(config), *args])
+
+
+def sent_campaign(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (
+        ("init",),
+        ("contacts", "import", "contacts.csv"),
+        ("contacts", "import", "again.csv"),
+        ("customers", "import", "customers.csv"),
+        ("campaign", "create", "nov", "--list", "newsletter", "--subject", "Nieuws",
+         "--template", "newsletter"),
+        ("campaign", "send", "nov"),
+    ):  # fmt: skip
+        assert mailer(config, *args) == 0, args
+    capsys.readouterr()
+
+
+def sql(config: Path, query: str) -> list[tuple[object, ...]]:
+    with create_engine(f"sqlite:///{config.parent / 'm.db'}").connect() as conn:
+        return [tuple(r) for r in conn.execute(text(query))]
+
+
+def raw_bytes(config: Path) -> bytes:
+    """The database file and its write-ahead log, as they are on disk."""
+    data = b""
+    for suffix in ("", "-wal", "-journal"):
+        path = config.parent / f"m.db{suffix}"
+        if path.exists():
+            data += path.read_bytes()
+    return data
+
+
+def test_export_gives_contact_consent_evidence_purchases_and_deliveries_as_json(
+    project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent_campaign(project, capsys)
+    assert mailer(project, "privacy", "export", " Anna@Example.NL ") == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["email"] == "anna@example.nl"
+    contact = document["contact"]
+    assert (contact["first_name"], contact["last_name"], contact["city"]) == (
+        "Anna", "Zwaanswijk-Oordt", "Utrecht",
+    )  # fmt: skip
+    assert [(c["list"], c["event"], c["at"]) for c in document["consents"]] == [
+        ("newsletter", "requested", "2026-01-01T10:00:00+00:00"),
+        ("newsletter", "confirmed", "2026-01-01T10:05:00+00:00"),
+    ]
+    evidence = document["consents"][1]
+    assert evidence["wording"] == "Ja graag de nieuwsbrief."
+    assert evidence["source"] == "https://shop.example/form"
+    assert (evidence["ip"], evidence["origin"]) == ("192.0.2.7", "import")
+    assert document["purchases"] == [
+        {"category": "brood", "purchased_at": "2026-02-01T15:00:00+00:00",
+         "optout_offered": True, "objected_at": None}
+    ]  # fmt: skip
+    [delivery] = document["deliveries"]
+    assert (delivery["campaign"], delivery["basis"], delivery["status"]) == (
+        "nov", "consent", "sent",
+    )  # fmt: skip
+    assert delivery["sent_at"] and delivery["message_id"]
+    assert document["suppressions"] == []
+
+
+def test_an_unknown_address_exits_1_with_a_clear_message(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mailer(project, "init") == 0
+    capsys.readouterr()
+    for command in ("export", "erase"):
+        assert mailer(project, "privacy", command, "nobody@example.nl") == 1
+        assert capsys.readouterr().err.strip() == (
+            "error: No contact with the address nobody@example.nl is stored."
+        )
+    assert mailer(project, "consent", "show", "nobody@example.nl") == 1
+    assert mailer(project, "privacy", "export", "not-an-address") == 2
+    assert '"not-an-address" is not an e-mail address' in capsys.readouterr().err
+
+
+def test_erase_leaves_neither_address_nor_name_in_the_database_file_or_its_wal(
+    project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent_campaign(project, capsys)
+    before = raw_bytes(project)
+    assert b"anna@example.nl" in before and b"Zwaanswijk" in before  # the scan can see them
+
+    assert mailer(project, "privacy", "erase", "anna@example.nl") == 0
+    said = capsys.readouterr().out
+    assert "Erased anna@example.nl: the contact, 2 consent events, 1 purchases" in said
+
+    after = raw_bytes(project)
+    for needle in (b"anna@example.nl", b"Zwaanswijk", b"192.0.2.7", b"Anna"):
+        assert needle not in after, needle
+    assert b"bram@example.nl" in after and b"Kwakkelstein" in after  # others untouched
+    wal = project.parent / "m.db-wal"
+    assert not wal.exists() or wal.stat().st_size == 0  # checkpointed and truncated
+    # The ledger keeps campaign, basis and status, without the person or the SMTP details.
+    assert sql(project, "SELECT contact_id, basis, status, message_id, smtp_reply FROM delivery "
+                        "WHERE contact_id IS NULL") == [(None, "consent", "sent", None, None)]  # fmt: skip
+    assert sql(project, "SELECT reason, scope FROM suppression") == [("erased", None)]
+    assert mailer(project, "privacy", "export", "anna@example.nl") == 1
+    assert "it was erased. Only a keyed hash" in capsys.readouterr().err
+
+
+def test_consent_show_prints_the_trail_with_its_evidence(
+    project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent_campaign(project, capsys)
+    assert mailer(project, "consent", "show", "anna@example.nl") == 0
+    table = capsys.readouterr().out
+    for expected in ("Consent trail of anna@example.nl", "2026-01-01 10:00:00", "requested",
+                     "2026-01-01 10:05:00", "confirmed", "Ja graag de nieuwsbrief.",
+                     "https://shop.example/form", "192.0.2.7", "newsletter"):  # fmt: skip
+        assert expected in table, expected
+
+
+def test_campaign_report_csv_lists_who_was_mailed_when_and_on_which_basis(
+    project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent_campaign(project, capsys)
+    assert mailer(project, "campaign", "report", "nov", "--csv") == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert list(rows[0]) == [
+        "email", "status", "basis", "skip_reason", "attempts", "sent_at", "message_id",
+    ]  # fmt: skip
+    by_email = {r["email"]: r for r in rows}
+    assert set(by_email) == {"anna@example.nl", "bram@example.nl"}
+    anna = by_email["anna@example.nl"]
+    assert (anna["status"], anna["basis"], anna["skip_reason"], anna["attempts"]) == (
+        "sent", "consent", "", "1",
+    )  # fmt: skip
+    assert datetime.fromisoformat(anna["sent_at"]).tzinfo is not None
+    assert anna["message_id"].startswith("<")
+
+
+# --- retention ------------------------------------------------------------------------------
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+OLD_CSV = """email,first_name,list,requested_at,confirmed_at
+former@example.nl,Fenna,newsletter,2024-01-01T10:00:00,2024-01-01T10:05:00
+recent@example.nl,Rik,newsletter,2025-01-01T10:00:00,2025-01-01T10:05:00
+stale@example.nl,Sanne,newsletter,2026-04-01T10:00:00,
+fresh@example.nl,Femke,newsletter,2026-05-25T10:00:00,
+buyer@example.nl,Bea,newsletter,2026-04-01T10:00:00,
+"""
+
+
+def seeded(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    from mailer.importer import import_contacts, import_customers
+
+    (tmp_path / "old.csv").write_text(OLD_CSV, encoding="utf-8")
+    (tmp_path / "buy.csv").write_text(
+        "email,category,purchased_at,optout_offered\nbuyer@example.nl,brood,2026-03-01T10:00:00,"
+        "false\n", encoding="utf-8",
+    )  # fmt: skip
+    import_contacts(engine, settings, tmp_path / "old.csv", now=NOW - timedelta(days=900))
+    import_customers(engine, settings, tmp_path / "buy.csv", now=NOW - timedelta(days=90))
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    ended = {"former@example.nl": NOW - timedelta(days=366),
+             "recent@example.nl": NOW - timedelta(days=100)}  # fmt: skip
+    with engine.begin() as conn:
+        for address, at in ended.items():
+            conn.execute(
+                update(contact).where(contact.c.email == address).values(relationship_ended_at=at)
+            )
+
+
+def emails(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        return {r[0] for r in conn.execute(text("SELECT email FROM contact"))}
+
+
+def test_purge_erases_former_relations_and_stale_signups_and_strips_old_deliveries(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    seeded(engine, settings, tmp_path)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO campaign (name, list_name, subject, template, status, created_at) "
+            "VALUES ('old', 'newsletter', 'Oud', 'newsletter', 'done', '2023-01-01 00:00:00')"
+        ))  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO delivery (campaign_id, contact_id, basis, status, attempts, message_id, "
+            "sent_at) SELECT 1, id, 'consent', 'sent', 1, '<m1@x>', '2024-02-01 00:00:00' "
+            "FROM contact WHERE email = 'recent@example.nl'"
+        ))  # fmt: skip
+    everyone = emails(engine)
+
+    dry = purge(engine, settings, now=NOW, dry_run=True)
+    assert (dry.ended, dry.unconfirmed, dry.deliveries) == (
+        ["former@example.nl"], ["stale@example.nl"], 1,
+    )  # fmt: skip
+    assert emails(engine) == everyone  # a dry run changes nothing
+
+    done = purge(engine, settings, now=NOW, dry_run=False)
+    assert (done.ended_count, done.unconfirmed_count, done.deliveries) == (1, 1, 1)
+    assert done.ended == [] and done.wal_truncated  # no addresses in a real run's report
+    assert emails(engine) == everyone - {"former@example.nl", "stale@example.nl"}
+    with engine.connect() as conn:
+        assert list(conn.execute(text("SELECT reason FROM suppression"))) == [("erased",)]
+        assert list(conn.execute(text("SELECT contact_id, message_id, basis FROM delivery"))) == [
+            (None, None, "consent")
+        ]
+    assert purge(engine, settings, now=NOW, dry_run=False).lines() == [
+        "0 contacts whose relationship ended more than the retention period ago were erased.",
+        "0 signups never confirmed within 30 days were removed.",
+        "0 delivery records older than the delivery retention were stripped of the person.",
+    ]
+
+
+def test_purge_through_the_command_line_prints_what_it_would_remove(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mailer(project, "init") == 0
+    engine = make_engine(f"sqlite:///{project.parent / 'm.db'}")
+    settings = make_settings(f"sqlite:///{project.parent / 'm.db'}")
+    seeded(engine, settings, project.parent)
+    engine.dispose()
+    capsys.readouterr()
+    assert mailer(project, "privacy", "purge", "--dry-run") == 0
+    out = capsys.readouterr().out
+    assert "would erase: former@example.nl" in out and "would remove: stale@example.nl" in out
+    assert mailer(project, "privacy", "purge") == 0
+    out = capsys.readouterr().out
+    assert "1 contacts whose relationship ended" in out and "were erased" in out
+    assert "former@example.nl" not in out
+
+
+def test_consent_trail_includes_suppressions_in_time_order(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    seeded(engine, settings, tmp_path)
+    from mailer.suppression import add_suppression
+
+    with engine.begin() as conn:
+        add_suppression(conn, [SECRET], "recent@example.nl", "unsubscribed", NOW, "newsletter")  # type: ignore[arg-type]
+    trail = consent_trail(engine, settings, "recent@example.nl")
+    assert [(e.event, e.list_name) for e in trail] == [
+        ("requested", "newsletter"), ("confirmed", "newsletter"),
+        ("suppressed: unsubscribed", "newsletter"),
+    ]  # fmt: skip
+    assert export_person(engine, settings, "recent@example.nl")["suppressions"] == [
+        {"reason": "unsubscribed", "scope": "newsletter", "at": NOW.isoformat()}
+    ]
+    erase_person(engine, settings, "recent@example.nl", now=NOW)
+    assert "recent@example.nl" not in emails(engine)

@@ -1,0 +1,119 @@
+"""Export and erasure on a real PostgreSQL (127.0.0.1:5432), in a database of its own per run.
+
+Skipped, with the reason, only when the server cannot be reached.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from mailer.config import Settings
+from mailer.db import create_schema, make_engine
+from mailer.importer import import_contacts, import_customers
+from mailer.privacy import erase_person, export_person
+from tests.conftest import make_settings
+
+psycopg = pytest.importorskip("psycopg")
+ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    try:
+        admin = psycopg.connect(ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+    name = f"mailer_privacy_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def pg(pg_url: str) -> Iterator[tuple[Engine, Settings]]:
+    engine = make_engine(pg_url)
+    create_schema(engine)
+    yield engine, make_settings(pg_url)
+    with engine.begin() as conn:
+        tables = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
+        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+def seed(engine: Engine, settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "c.csv").write_text(
+        "email,first_name,last_name,list,requested_at,confirmed_at,ip\n"
+        "anna@example.nl,Anna,Zwaanswijk,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00,"
+        "192.0.2.7\nbram@example.nl,Bram,,newsletter,2026-01-01T10:00:00,,\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "p.csv").write_text(
+        "email,category,purchased_at,optout_offered\nanna@example.nl,brood,2026-02-01T15:00:00,"
+        "true\n", encoding="utf-8",
+    )  # fmt: skip
+    import_contacts(engine, settings, tmp_path / "c.csv", now=T0)
+    import_customers(engine, settings, tmp_path / "p.csv", now=T0)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO campaign (name, list_name, subject, template, status, created_at) "
+            "VALUES ('nov', 'newsletter', 'Nieuws', 'newsletter', 'done', now())"
+        ))  # fmt: skip
+        conn.execute(text(
+            "INSERT INTO delivery (campaign_id, contact_id, basis, status, attempts, message_id, "
+            "smtp_reply, sent_at) SELECT c.id, k.id, 'consent', 'sent', 1, '<m1@x>', "
+            "'250 queued for anna@example.nl', now() FROM campaign c, contact k "
+            "WHERE k.email = 'anna@example.nl'"
+        ))  # fmt: skip
+
+
+def test_export_on_postgresql(pg: tuple[Engine, Settings], tmp_path: Path) -> None:
+    engine, settings = pg
+    seed(engine, settings, tmp_path)
+    document = export_person(engine, settings, "ANNA@example.nl")
+    assert document["contact"]["last_name"] == "Zwaanswijk"
+    assert [c["event"] for c in document["consents"]] == ["requested", "confirmed"]
+    assert document["consents"][1]["ip"] == "192.0.2.7"
+    assert [p["category"] for p in document["purchases"]] == ["brood"]
+    [delivery] = document["deliveries"]
+    assert (delivery["campaign"], delivery["basis"], delivery["status"]) == (
+        "nov", "consent", "sent",
+    )  # fmt: skip
+
+
+def test_erase_on_postgresql_leaves_a_hash_and_an_anonymous_ledger_row(
+    pg: tuple[Engine, Settings], tmp_path: Path
+) -> None:
+    engine, settings = pg
+    seed(engine, settings, tmp_path)
+    report = erase_person(engine, settings, "anna@example.nl", now=T0)
+    assert (report.erased.consents, report.erased.purchases, report.erased.deliveries) == (2, 1, 1)
+    assert report.wal_truncated  # nothing to truncate on PostgreSQL
+    with engine.connect() as conn:
+        emails = [r[0] for r in conn.execute(text("SELECT email FROM contact"))]
+        ledger = list(conn.execute(text(
+            "SELECT contact_id, basis, status, message_id, smtp_reply FROM delivery"
+        )))  # fmt: skip
+        suppressions = list(
+            conn.execute(text("SELECT reason, scope, address_hash FROM suppression"))
+        )
+        # Every text column of every table, as one string: the address is in none of them.
+        dump = " ".join(
+            str(tuple(r))
+            for t in ("contact", "consent", "purchase", "suppression", "delivery", "campaign")
+            for r in conn.execute(text(f"SELECT * FROM {t}"))
+        )
+    assert emails == ["bram@example.nl"]
+    assert [tuple(r) for r in ledger] == [(None, "consent", "sent", None, None)]
+    [(reason, scope, digest)] = suppressions
+    assert (reason, scope, len(digest)) == ("erased", None, 64)
+    assert "anna@example.nl" not in dump and "Zwaanswijk" not in dump

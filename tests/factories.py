@@ -1,21 +1,37 @@
-"""Seeding a real database directly, for tests that need precise facts."""
+"""Seeding a real database directly, for tests that need precise facts.
+
+The facts are the policy's own value types (`ConsentFact`, `PurchaseFact`, `SuppressionFact`), so
+a test can seed a contact and hand the very same facts to `mailer.policy.decide` to know what the
+mailer should do, without reading anything back from the database.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 
 from sqlalchemy import Engine
 
 from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.models import Campaign, Consent, Contact, Purchase
+from mailer.models import Campaign, Consent, Contact, Purchase, SuppressionReason
 from mailer.policy import ConsentFact, PurchaseFact, SuppressionFact
 from mailer.suppression import add_suppression
 
-_contact = Contact.__table__
-_consent = Consent.__table__
-_purchase = Purchase.__table__
+__all__ = ["add_consent", "add_contact", "new_campaign", "suppress"]
+
+_contact = Contact.__table__  # type: ignore[attr-defined]
+_consent = Consent.__table__  # type: ignore[attr-defined]
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
+
+
+def _consent_row(contact_id: int, fact: ConsentFact) -> dict[str, object]:
+    return {
+        "contact_id": contact_id, "list_name": fact.list_name, "event": str(fact.event),
+        "origin": str(fact.origin), "wording": "Ja, ik wil de nieuwsbrief.",
+        "source": "https://bakkerij.example/subscribe" if fact.origin == "web" else "test.csv",
+        "at": fact.at,
+    }  # fmt: skip
 
 
 def add_contact(
@@ -28,20 +44,18 @@ def add_contact(
     locale: str | None = None,
     consents: Iterable[ConsentFact] = (),
     purchases: Iterable[PurchaseFact] = (),
-    suppressions: Sequence[SuppressionFact] = (),
+    suppressions: Iterable[SuppressionFact] = (),
 ) -> int:
+    """Insert a contact with its consent events, purchases and suppressions; returns its id."""
     with engine.begin() as conn:
-        contact_id = conn.execute(
-            _contact.insert().values(email=email, first_name=first_name, locale=locale,
-                                     created_at=at)
-        ).inserted_primary_key[0]  # fmt: skip
-        for c in consents:
+        contact_id = int(
             conn.execute(
-                _consent.insert().values(
-                    contact_id=contact_id, list_name=c.list_name, event=c.event,
-                    origin=c.origin, wording="Ja.", source="test", at=c.at,
-                )
-            )  # fmt: skip
+                _contact.insert().values(email=email, first_name=first_name, locale=locale,
+                                         created_at=at)
+            ).inserted_primary_key[0]
+        )  # fmt: skip
+        for c in consents:
+            conn.execute(_consent.insert().values(_consent_row(contact_id, c)))
         for p in purchases:
             conn.execute(
                 _purchase.insert().values(
@@ -50,14 +64,40 @@ def add_contact(
                 )
             )  # fmt: skip
         for s in suppressions:
-            add_suppression(conn, settings.require_secret_keys(), email, s.reason, s.at, s.scope)
-    return int(contact_id)
+            add_suppression(
+                conn, settings.require_secret_keys(), email, SuppressionReason(s.reason), s.at,
+                s.scope,
+            )  # fmt: skip
+    return contact_id
+
+
+def add_consent(engine: Engine, contact_id: int, fact: ConsentFact) -> None:
+    """Append one consent event (e.g. the confirmation of a pending signup)."""
+    with engine.begin() as conn:
+        conn.execute(_consent.insert().values(_consent_row(contact_id, fact)))
+
+
+def suppress(
+    engine: Engine,
+    settings: Settings,
+    email: str,
+    reason: SuppressionReason,
+    at: datetime,
+    scope: str | None = None,
+) -> None:
+    with engine.begin() as conn:
+        add_suppression(conn, settings.require_secret_keys(), email, reason, at, scope)
 
 
 def new_campaign(
-    engine: Engine, settings: Settings, name: str, *, at: datetime,
-    list_name: str = "newsletter", category: str | None = "brood",
-) -> Campaign:  # fmt: skip
+    engine: Engine,
+    settings: Settings,
+    name: str,
+    *,
+    at: datetime,
+    list_name: str = "newsletter",
+    category: str | None = "brood",
+) -> Campaign:
     return create_campaign(
         engine, settings, name=name, list_name=list_name, subject=f"Nieuws: {name}",
         template="newsletter", category=category, now=at,

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import Connection, Engine, delete, update
+from sqlalchemy import Connection, Engine, delete, select, update
 
 from mailer.models import (
+    Campaign,
+    CampaignStatus,
     Consent,
     Contact,
     Delivery,
@@ -42,6 +44,7 @@ _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
+_campaign = Campaign.__table__  # type: ignore[attr-defined]
 _attempt = SignupAttempt.__table__  # type: ignore[attr-defined]
 
 _NOT_YET_SENT = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED)
@@ -99,9 +102,19 @@ def erase_rows(
 
 
 def forget_delivery_people(conn: Connection, ids: Sequence[int]) -> int:
-    """Ledger rows `ids` keep campaign, basis and status, and lose who and the SMTP details."""
+    """Ledger rows `ids` keep campaign, basis and status, and lose who and the SMTP details.
+
+    Their campaigns are archived: without the people in its ledger a campaign sent again would
+    mail everyone a second time (the unique (campaign, contact) row no longer protects them).
+    """
     if not ids:
         return 0
+    campaigns = select(_delivery.c.campaign_id).where(_delivery.c.id.in_(list(ids))).distinct()
+    conn.execute(
+        update(_campaign)
+        .where(_campaign.c.id.in_(campaigns))
+        .values(status=CampaignStatus.ARCHIVED)
+    )
     result = conn.execute(
         update(_delivery)
         .where(_delivery.c.id.in_(list(ids)))

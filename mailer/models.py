@@ -79,6 +79,9 @@ class CampaignStatus(StrEnum):
     DRAFT = "draft"
     RUNNING = "running"
     DONE = "done"
+    # The retention purge took the people out of its ledger: it can no longer tell who was
+    # mailed, so it is never sent again.
+    ARCHIVED = "archived"
 
 
 class DeliveryStatus(StrEnum):

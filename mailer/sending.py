@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from mailer.breaker import Breaker
 from mailer.campaign import content_of, get_campaign
@@ -252,6 +252,15 @@ async def run_campaign(
 
     Raises `CampaignBusy` when another run (this or another process or host) holds the campaign.
     """
+    with engine.connect() as conn:
+        status = conn.execute(
+            select(_campaign.c.status).where(_campaign.c.id == campaign.id)
+        ).scalar()
+    if status == CampaignStatus.ARCHIVED:
+        raise MailerError(
+            f'Campaign "{campaign.name}" is archived: the retention purge removed the people '
+            "from its ledger, so it can no longer tell who was mailed. Create a new campaign."
+        )
     lock = RunLock(engine, campaign, clock=clock)
     lock.acquire()
     keep_alive = asyncio.create_task(lock.keep_alive())

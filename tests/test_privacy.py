@@ -3,6 +3,7 @@ the raw database bytes), consent proof, the ledger as CSV, and the retention pur
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -258,6 +259,17 @@ def test_purge_erases_former_relations_and_stale_signups_and_strips_old_deliveri
         "0 signups never confirmed within 30 days were removed.",
         "0 delivery records older than the delivery retention were stripped of the person.",
     ]
+    # Its ledger no longer says who was mailed: sending it again would mail everyone twice.
+    from mailer.campaign import get_campaign
+    from mailer.errors import MailerError
+    from mailer.sending import run_campaign
+
+    campaign = get_campaign(engine, "old")
+    assert campaign.status == "archived"
+    with pytest.raises(MailerError, match='Campaign "old" is archived'):
+        asyncio.run(run_campaign(engine, settings, campaign, clock=lambda: NOW))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM delivery")).scalar_one() == 1
 
 
 def test_purge_through_the_command_line_prints_what_it_would_remove(

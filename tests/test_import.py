@@ -16,6 +16,7 @@ from mailer.addresses import _validated, normalise_address
 from mailer.config import Settings
 from mailer.errors import InputError
 from mailer.importer import ImportResult, import_contacts, import_customers
+from mailer.models import Contact
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 TABLES = ("contact", "consent", "purchase", "suppression")
@@ -294,7 +295,7 @@ def test_import_never_touches_suppressions(engine: Engine, settings: Settings) -
 
 CONTACT_COLUMN_LIST = (
     "email, first_name, last_name, initials, title, gender, birth_date, street, postcode, city, "
-    "phone, locale, list, wording, source, requested_at, confirmed_at, ip"
+    "phone, locale, relationship_ended_at, list, wording, source, requested_at, confirmed_at, ip"
 )
 GOOD = "jan@example.nl,Jan,newsletter,2026-03-01,2026-03-02,,"
 GOOD2 = "piet@example.nl,Piet,offers,,,,"
@@ -422,7 +423,7 @@ BAD_CUSTOMER_FILES = {
         [CUSTOMER_HEADER + ",list", "jan@example.nl,brood,2026-02-01,true,newsletter"],
         'customers.csv:1: unknown column "list"; allowed: email, category, purchased_at, '
         "optout_offered, objected_at, first_name, last_name, initials, title, gender, "
-        "birth_date, street, postcode, city, phone, locale.",
+        "birth_date, street, postcode, city, phone, locale, relationship_ended_at.",
     ),
 }
 
@@ -544,3 +545,26 @@ def test_fast_path_of_normalise_address_agrees_with_email_validator(raw: str) ->
             return f"error: {exc}"
 
     assert outcome(normalise_address) == outcome(lambda a: _validated(a.strip()))
+
+
+def test_relationship_ended_at_is_imported_so_retention_can_count_from_it(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    from mailer.privacy import purge
+
+    path = tmp_path / "customers.csv"
+    path.write_text(
+        "email,category,purchased_at,optout_offered,relationship_ended_at\n"
+        "gone@example.nl,brood,2024-01-10,true,2025-01-01T00:00:00\n"
+        "stays@example.nl,brood,2026-01-10,true,\n",
+        encoding="utf-8",
+    )
+    import_customers(engine, settings, path, now=NOW)
+    with engine.connect() as conn:
+        ended = dict(conn.execute(select(Contact.email, Contact.relationship_ended_at)).all())
+    assert ended == {
+        "gone@example.nl": datetime(2025, 1, 1, tzinfo=UTC),
+        "stays@example.nl": None,
+    }
+    report = purge(engine, settings, now=datetime(2026, 3, 1, tzinfo=UTC), dry_run=True)
+    assert report.ended == ["gone@example.nl"]

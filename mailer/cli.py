@@ -67,7 +67,8 @@ def demo(
 def _import(kind: str, function: Callable[..., Any], file: Path) -> None:
     settings = settings_from_options()
     with open_engine(settings) as engine:
-        result = function(engine, settings, file, now=utc_now())
+        with output.ImportProgress(f"importing {file.name}") as progress:
+            result = function(engine, settings, file, now=utc_now(), on_progress=progress.update)
     output.line(
         f"{file}: {result.rows} rows imported ({kind}); {result.contacts_created} contacts new, "
         f"{result.contacts_updated} updated, {result.consent_events} consent events, "

@@ -92,22 +92,36 @@ class ImportResult:
     purchases: int
 
 
+# Called after each batch with (bytes read, file size): a progress bar for large files.
+Progress = Callable[[int, int], None]
+
+
 def import_contacts(
-    engine: Engine, settings: Settings, path: Path, *, now: datetime
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    *,
+    now: datetime,
+    on_progress: Progress | None = None,
 ) -> ImportResult:
     """Import contacts and their consent evidence from the CSV file at `path`."""
     default_source = f"import:{path.name}"
     return _run(
         engine, path, now, CONTACT_COLUMNS, ("email",),
-        lambda row: _contact_row(row, settings, default_source),
+        lambda row: _contact_row(row, settings, default_source), on_progress,
     )  # fmt: skip
 
 
 def import_customers(
-    engine: Engine, settings: Settings, path: Path, *, now: datetime
+    engine: Engine,
+    settings: Settings,
+    path: Path,
+    *,
+    now: datetime,
+    on_progress: Progress | None = None,
 ) -> ImportResult:
     """Import customers and their purchases (the soft opt-in facts) from the CSV file at `path`."""
-    return _run(engine, path, now, CUSTOMER_COLUMNS, _CUSTOMER_REQUIRED, _customer_row)
+    return _run(engine, path, now, CUSTOMER_COLUMNS, _CUSTOMER_REQUIRED, _customer_row, on_progress)
 
 
 # --- parsing rows --------------------------------------------------------------------------
@@ -214,6 +228,7 @@ def _run(
     columns: Sequence[str],
     required: Sequence[str],
     parse: Callable[[CsvRow], _Parsed],
+    on_progress: Progress | None = None,
 ) -> ImportResult:
     file, now, counts = str(path), as_utc(now), _Counts()
     try:
@@ -223,6 +238,7 @@ def _run(
     except OSError as exc:
         raise InputError(f"the file cannot be read: {exc.strerror}.", file=file) from exc
     try:
+        size = path.stat().st_size
         # One transaction for the whole file: any error below rolls every batch back.
         with handle, engine.begin() as conn:
             batch: list[_Parsed] = []
@@ -232,7 +248,11 @@ def _run(
                 if len(batch) == _BATCH_ROWS:
                     _write(conn, batch, now, counts)
                     batch.clear()
+                    if on_progress is not None:
+                        on_progress(handle.tell(), size)
             _write(conn, batch, now, counts)
+            if on_progress is not None:
+                on_progress(size, size)
     except SQLAlchemyError as exc:
         reason = getattr(exc, "orig", None) or exc
         raise MailerError(f"{file}: nothing was imported; the database refused: {reason}") from exc

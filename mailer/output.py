@@ -17,6 +17,7 @@ from mailer.campaign import CampaignReport
 from mailer.planning import PlanSummary
 
 __all__ = [
+    "ImportProgress",
     "SendProgress",
     "csv_rows",
     "error",
@@ -129,6 +130,38 @@ def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:
                              ("ip", ip), ("user agent", user_agent)):  # fmt: skip
             if value:
                 line(f"    {label + ':':<12}{value}")
+
+
+class ImportProgress:
+    """A progress bar by bytes of the file on a terminal; nothing otherwise (the summary says)."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._bar: Progress | None = None
+        self._task: Any = None
+
+    def __enter__(self) -> ImportProgress:
+        if _out.is_terminal:
+            self._bar = Progress(
+                TextColumn(self._label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                TimeRemainingColumn(), console=_out, transient=True,
+            )  # fmt: skip
+            self._bar.start()
+            self._task = self._bar.add_task(self._label, total=None)
+        return self
+
+    def update(self, done: int, total: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, total=total)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
 
 
 class SendProgress:

@@ -568,3 +568,21 @@ def test_relationship_ended_at_is_imported_so_retention_can_count_from_it(
     }
     report = purge(engine, settings, now=datetime(2026, 3, 1, tzinfo=UTC), dry_run=True)
     assert report.ended == ["gone@example.nl"]
+
+
+def test_a_large_import_reports_progress_by_bytes_read(
+    engine: Engine, settings: Settings, tmp_path: Path
+) -> None:
+    path = tmp_path / "many.csv"
+    path.write_text(
+        "email\n" + "".join(f"person{n}@example.nl\n" for n in range(2500)), encoding="utf-8"
+    )
+    seen: list[tuple[int, int]] = []
+    result = import_contacts(
+        engine, settings, path, now=NOW, on_progress=lambda done, total: seen.append((done, total))
+    )
+    size = path.stat().st_size
+    assert result.rows == 2500
+    assert len(seen) >= 3  # after each batch of 900 rows, and at the end
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+    assert seen[-1] == (size, size) and all(total == size for _, total in seen)

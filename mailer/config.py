@@ -273,9 +273,8 @@ def parse_settings(
         first = exc.errors()[0]
         key = ".".join(str(part) for part in first["loc"])
         line = _line_of_key(text, [str(p) for p in first["loc"]])
-        where = f"{source}:{line}" if line else source
         message = _sentence(first["type"], first["msg"])
-        raise ConfigError(message, file=where, key=key) from None
+        raise ConfigError(message, file=source, key=key, line=line) from None
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
@@ -314,7 +313,7 @@ def _line_of_key(text: str, loc: Sequence[str]) -> int | None:
     *parents, leaf = [p for p in loc if not p.isdigit()]
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
-        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", line)
+        header = re.fullmatch(r"\[\s*([^\[\]]+?)\s*\]", line.split("#", 1)[0].strip())
         if header:
             table = [p.strip().strip('"') for p in header.group(1).split(".")]
             if table == list(loc[: len(table)]) and len(table) == len(loc) and parents == []:

@@ -55,10 +55,12 @@ class InputError(MailerError, ValueError):
 class ConfigError(InputError):
     """A missing, unknown or invalid setting; names the file and the key."""
 
-    def __init__(self, message: str, *, file: str, key: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, file: str, key: str | None = None, line: int | None = None
+    ) -> None:
         self.key = key
         prefix = f'key "{key}": ' if key else ""
-        super().__init__(f"{prefix}{message}", file=file)
+        super().__init__(f"{prefix}{message}", file=file, line=line)
 
 
 class TemplateError(InputError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -19,7 +19,7 @@ from typing import Protocol
 from sqlalchemy import Engine, select, update
 
 from mailer.breaker import Breaker
-from mailer.campaign import content_of, get_campaign
+from mailer.campaign import content_of
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, TransportError
 from mailer.ledger import DueDelivery, Ledger
@@ -42,7 +42,6 @@ __all__ = [
     "RunSummary",
     "ServerUnreachable",
     "run_campaign",
-    "send_campaign",
 ]
 
 Clock = Callable[[], datetime]
@@ -76,10 +75,6 @@ class RunSummary:
     plan: PlanSummary
     outcomes: Counter[str] = field(default_factory=Counter)
     in_doubt: int = 0
-
-    @property
-    def failed(self) -> int:
-        return self.outcomes[DeliveryStatus.FAILED]
 
 
 class _Run:
@@ -288,9 +283,3 @@ async def run_campaign(
         keep_alive.cancel()
         lock.release()
     return RunSummary(plan, run.outcomes, in_doubt)
-
-
-def send_campaign(
-    engine: Engine, settings: Settings, name: str, **kwargs: object
-) -> Awaitable[RunSummary]:
-    return run_campaign(engine, settings, get_campaign(engine, name), **kwargs)  # type: ignore[arg-type]

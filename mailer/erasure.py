@@ -5,9 +5,11 @@ stays is proof without a person: the delivery ledger keeps campaign, basis and s
 and an erased address stays suppressed through a keyed hash (rule 6), never the address.
 
 On SQLite a DELETE only unlinks a row; its bytes stay in the page until overwritten, and the old
-page images stay in the -wal file until a checkpoint. So the erasing connection runs with
-`PRAGMA secure_delete=ON` (freed cells and pages are zeroed) and the WAL is checkpointed and
-truncated afterwards. PostgreSQL keeps dead tuples until VACUUM reuses their space: the README
+page images stay in the -wal file until a checkpoint. So every connection runs with
+`PRAGMA secure_delete=ON` (mailer.db: freed cells and pages are zeroed, also the old copy of a
+row an import rewrote long before), and after an erasure the WAL is checkpointed and truncated.
+A file written by an older version or another tool without secure delete may still hold such
+old copies in its free space; `VACUUM` once rewrites it (README, "Privacy"). PostgreSQL keeps dead tuples until VACUUM reuses their space: the README
 says so; autovacuum does it, and `VACUUM` on the tables makes it happen now.
 """
 
@@ -117,15 +119,15 @@ def in_secure_transaction(engine: Engine, work: Callable[[Connection], T]) -> tu
     with engine.connect() as conn:
         if sqlite:
             # Zero freed cells and pages instead of only unlinking them (SQLite pragma docs).
+            # mailer.db sets this on every connection; said again here for an engine made
+            # elsewhere, and never switched off again (the connection returns to the pool).
             conn.exec_driver_sql("PRAGMA secure_delete=ON")
         try:
             result = work(conn)
             conn.commit()
-        finally:
-            if sqlite:
-                conn.rollback()
-                # The connection goes back to the pool: leave it as every other one is.
-                conn.exec_driver_sql("PRAGMA secure_delete=OFF")
+        except BaseException:
+            conn.rollback()
+            raise
         truncated = _checkpoint(conn) if sqlite else True
     return result, truncated
 

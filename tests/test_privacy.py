@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text, update
+from sqlalchemy import Engine, create_engine, event, text, update
 
 from mailer.cli import main
 from mailer.config import Settings
-from mailer.db import make_engine
+from mailer.db import create_schema, make_engine
 from mailer.models import Contact
 from mailer.privacy import consent_trail, erase_person, export_person, purge
 from mailer.sink import SmtpSink
@@ -296,3 +296,42 @@ def test_consent_trail_includes_suppressions_in_time_order(
     ]
     erase_person(engine, settings, "recent@example.nl", now=NOW)
     assert "recent@example.nl" not in emails(engine)
+
+
+def test_erase_leaves_no_old_copy_even_where_sqlite_is_built_without_secure_delete(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Debian builds SQLite with secure delete on by default; python.org and macOS builds do
+    # not. Simulate those: the build default is off, before the mailer's own settings apply.
+    engine = make_engine(settings.database.url)
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA secure_delete=OFF"),
+                 insert=True)  # fmt: skip
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(contact.insert().values(email="target@example.nl", first_name="Targetta",
+                                             last_name="Zwaanswijk", created_at=NOW))  # fmt: skip
+    # Thousands of others arrive, and the target's row is rewritten (longer each time) in
+    # between: its old copies are freed in pages that the erasure itself never touches.
+    for batch in range(10):
+        with engine.begin() as conn:
+            conn.execute(contact.insert(), [
+                {"email": f"p{batch}-{i}@example.nl", "last_name": "L" * (i % 60),
+                 "created_at": NOW} for i in range(500)
+            ])  # fmt: skip
+            conn.execute(
+                update(contact).where(contact.c.email == "target@example.nl")
+                .values(last_name="Zwaanswijk" + "x" * (batch * 10))
+            )  # fmt: skip
+    engine.dispose()
+    db = Path(settings.database.url.removeprefix("sqlite:///"))
+    engine = make_engine(settings.database.url)
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA secure_delete=OFF"),
+                 insert=True)  # fmt: skip
+    erase_person(engine, settings, "target@example.nl", now=NOW)
+    data = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    assert b"target@example.nl" not in data and b"Zwaanswijk" not in data
+    assert b"p9-499@example.nl" in data  # the scan sees what is there
+    engine.dispose()

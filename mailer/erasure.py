@@ -9,8 +9,9 @@ page images stay in the -wal file until a checkpoint. So every connection runs w
 `PRAGMA secure_delete=ON` (mailer.db: freed cells and pages are zeroed, also the old copy of a
 row an import rewrote long before), and after an erasure the WAL is checkpointed and truncated.
 A file written by an older version or another tool without secure delete may still hold such
-old copies in its free space; `VACUUM` once rewrites it (README, "Privacy"). PostgreSQL keeps dead tuples until VACUUM reuses their space: the README
-says so; autovacuum does it, and `VACUUM` on the tables makes it happen now.
+old copies in its free space; `VACUUM` once rewrites it (README, "Privacy"). PostgreSQL keeps
+dead tuples until VACUUM reuses their space: the README says so; autovacuum does it, and
+`VACUUM` on the tables makes it happen now.
 """
 
 from __future__ import annotations

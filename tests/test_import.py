@@ -294,7 +294,7 @@ def test_import_never_touches_suppressions(engine: Engine, settings: Settings) -
 
 CONTACT_COLUMN_LIST = (
     "email, first_name, last_name, initials, title, gender, birth_date, street, postcode, city, "
-    "phone, locale, list, wording, source, requested_at, confirmed_at, ip"
+    "phone, locale, relationship_ended_at, list, wording, source, requested_at, confirmed_at, ip"
 )
 GOOD = "jan@example.nl,Jan,newsletter,2026-03-01,2026-03-02,,"
 GOOD2 = "piet@example.nl,Piet,offers,,,,"
@@ -422,7 +422,7 @@ BAD_CUSTOMER_FILES = {
         [CUSTOMER_HEADER + ",list", "jan@example.nl,brood,2026-02-01,true,newsletter"],
         'customers.csv:1: unknown column "list"; allowed: email, category, purchased_at, '
         "optout_offered, objected_at, first_name, last_name, initials, title, gender, "
-        "birth_date, street, postcode, city, phone, locale.",
+        "birth_date, street, postcode, city, phone, locale, relationship_ended_at.",
     ),
 }
 

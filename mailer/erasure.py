@@ -17,7 +17,8 @@ dead tuples until VACUUM reuses their space: the README says so; autovacuum does
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -37,7 +38,7 @@ from mailer.policy import SkipReason
 from mailer.suppression import add_suppression
 from mailer.tokens import address_hashes
 
-__all__ = ["Erased", "erase_rows", "forget_delivery_people", "in_secure_transaction"]
+__all__ = ["Erased", "erase_rows", "in_secure_transaction", "secure_connection"]
 
 T = TypeVar("T")
 
@@ -101,21 +102,13 @@ def erase_rows(
     )  # fmt: skip
 
 
-def forget_delivery_people(conn: Connection, ids: Sequence[int]) -> int:
-    """Ledger rows `ids` keep campaign, basis and status, and lose who and the SMTP details."""
-    if not ids:
-        return 0
-    result = conn.execute(
-        update(_delivery)
-        .where(_delivery.c.id.in_(list(ids)))
-        .values(contact_id=None, message_id=None, smtp_reply=None)
-    )
-    return int(result.rowcount)
+@contextmanager
+def secure_connection(engine: Engine) -> Iterator[tuple[Connection, Callable[[], bool]]]:
+    """A connection that zeroes what it deletes, and a `checkpoint()` to call after the last
+    commit: True if the SQLite WAL was checkpointed and truncated (always True elsewhere).
 
-
-def in_secure_transaction(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
-    """Run `work` in one transaction with secure delete; returns its result and whether the
-    SQLite WAL was checkpointed and truncated (always True on other databases)."""
+    Leaving the block rolls back whatever was not committed.
+    """
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as conn:
         if sqlite:
@@ -123,14 +116,17 @@ def in_secure_transaction(engine: Engine, work: Callable[[Connection], T]) -> tu
             # mailer.db sets this on every connection; said again here for an engine made
             # elsewhere, and never switched off again (the connection returns to the pool).
             conn.exec_driver_sql("PRAGMA secure_delete=ON")
-        try:
-            result = work(conn)
             conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
-        truncated = _checkpoint(conn) if sqlite else True
-    return result, truncated
+        yield conn, (lambda: _checkpoint(conn)) if sqlite else (lambda: True)
+
+
+def in_secure_transaction(engine: Engine, work: Callable[[Connection], T]) -> tuple[T, bool]:
+    """Run `work` in one transaction with secure delete; returns its result and whether the
+    SQLite WAL was checkpointed and truncated (always True on other databases)."""
+    with secure_connection(engine) as (conn, checkpoint):
+        result = work(conn)
+        conn.commit()
+        return result, checkpoint()
 
 
 def _checkpoint(conn: Connection) -> bool:

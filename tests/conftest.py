@@ -79,3 +79,42 @@ def sink() -> Iterator[SmtpSink]:
 def send_settings(db_url: str, sink: SmtpSink) -> Settings:
     """Settings whose [smtp] points at the `sink` fixture."""
     return make_settings(db_url, smtp={"port": sink.port})
+
+
+# -- PostgreSQL (127.0.0.1:5432, trust auth): one fresh database per test session -------------
+
+POSTGRES_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
+_TABLES = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """The URL of a database created for this session and dropped after it; skips the test,
+    saying why, only when the server cannot be reached."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
+    name = f"mailer_test_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL database with the schema; emptied afterwards."""
+    from sqlalchemy import text
+
+    engine = make_engine(postgres_url)
+    create_schema(engine)
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    engine.dispose()

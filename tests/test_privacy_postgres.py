@@ -1,12 +1,8 @@
-"""Export and erasure on a real PostgreSQL (127.0.0.1:5432), in a database of its own per run.
-
-Skipped, with the reason, only when the server cannot be reached.
-"""
+"""Export and erasure on a real PostgreSQL (127.0.0.1:5432), in a database of its own per
+session (tests/conftest.py); skipped, with the reason, only when the server cannot be reached."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,40 +10,16 @@ import pytest
 from sqlalchemy import Engine, text
 
 from mailer.config import Settings
-from mailer.db import create_schema, make_engine
 from mailer.importer import import_contacts, import_customers
 from mailer.privacy import erase_person, export_person
 from tests.conftest import make_settings
 
-psycopg = pytest.importorskip("psycopg")
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    name = f"mailer_privacy_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[tuple[Engine, Settings]]:
-    engine = make_engine(pg_url)
-    create_schema(engine)
-    yield engine, make_settings(pg_url)
-    with engine.begin() as conn:
-        tables = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+def pg(postgres_engine: Engine, postgres_url: str) -> tuple[Engine, Settings]:
+    return postgres_engine, make_settings(postgres_url)
 
 
 def seed(engine: Engine, settings: Settings, tmp_path: Path) -> None:

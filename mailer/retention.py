@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import Exists
 
 from mailer.config import Settings
-from mailer.erasure import erase_rows, secure_connection
+from mailer.erasure import erase_contacts, secure_connection
 from mailer.models import (
     Campaign,
     Consent,
@@ -55,7 +55,9 @@ __all__ = ["UNCONFIRMED_SIGNUP_DAYS", "PurgeReport", "purge"]
 # A signup not confirmed within this many days never will be (the confirm link expired long
 # before: web.confirm_ttl_hours is 48 by default; a longer TTL lengthens this window).
 UNCONFIRMED_SIGNUP_DAYS = 30
+# Contacts erased per transaction, and ledger rows stripped per transaction (a cheap UPDATE).
 _BATCH = 500
+_LEDGER_BATCH = 5000
 
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
@@ -232,11 +234,10 @@ def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -
             return _dry_run(conn, cut, report)
     with secure_connection(engine) as (conn, checkpoint):
         for query, suppress in ((_ended(cut), True), (_unconfirmed(cut), False)):
-            while batch := list(conn.execute(query.limit(_BATCH))):
-                for row in batch:
-                    # A former relation stays suppressed through the keyed hash; a signup that
-                    # was never confirmed never consented, so there is only something to forget.
-                    erase_rows(conn, keys, row.id, row.email, now, suppress=suppress)
+            while batch := [(r.id, r.email) for r in conn.execute(query.limit(_BATCH))]:
+                # A former relation stays suppressed through the keyed hash; a signup that was
+                # never confirmed never consented, so there is only something to forget.
+                erase_contacts(conn, keys, batch, now, suppress=suppress)
                 conn.commit()
                 if suppress:
                     report.ended_count += len(batch)
@@ -244,13 +245,15 @@ def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -
                     report.unconfirmed_count += len(batch)
         report.still_subscribed = _count(conn, _ended(cut, subscribed=True))
         conn.commit()
-        report.stale_requests = _in_batches(conn, _stale_requests(cut), _drop_requests)
-        report.deliveries = _in_batches(conn, _old_deliveries(cut), _strip_deliveries)
+        report.stale_requests = _in_batches(conn, _stale_requests(cut), _drop_requests, _BATCH)
+        report.deliveries = _in_batches(
+            conn, _old_deliveries(cut), _strip_deliveries, _LEDGER_BATCH
+        )
         report.wal_truncated = checkpoint()
     return report
 
 
-def _in_batches(conn: Connection, ids: Select[tuple[int]], change: _Change) -> int:
+def _in_batches(conn: Connection, ids: Select[tuple[int]], change: _Change, size: int) -> int:
     """Apply `change` to the rows `ids` selects, a batch per transaction; returns how many.
 
     Each batch is chosen anew, so `ids` must stop selecting a row once it is changed.
@@ -259,10 +262,10 @@ def _in_batches(conn: Connection, ids: Select[tuple[int]], change: _Change) -> i
     while True:
         # A derived table (FROM subquery), not a bare IN (SELECT ...): that one would be
         # correlated with the table being changed and lose its own FROM.
-        count = int(conn.execute(change(select(ids.limit(_BATCH).subquery().c.id))).rowcount)
+        count = int(conn.execute(change(select(ids.limit(size).subquery().c.id))).rowcount)
         conn.commit()
         done += count
-        if count < _BATCH:
+        if count < size:
             return done
 
 

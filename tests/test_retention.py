@@ -138,6 +138,7 @@ def test_purge_works_in_batches_and_leaves_rows_of_a_running_campaign(
 ) -> None:
     engine, settings = db
     monkeypatch.setattr("mailer.retention._BATCH", 2)
+    monkeypatch.setattr("mailer.retention._LEDGER_BATCH", 2)
     lines = ["email,category,purchased_at,optout_offered,relationship_ended_at"]
     lines += [f"p{i}@example.nl,brood,2024-01-01T10:00:00,true,2025-01-01T00:00:00"
               for i in range(7)]  # fmt: skip

@@ -65,6 +65,13 @@ CASES = [
     ("be-role-addresses-off", ContactFacts("info@bedrijf.be"),
      PolicyRules(jurisdiction="BE", role_addresses=False), SkipReason.NO_BASIS),
     ("be-personal-address", ContactFacts("jan.peeters@bedrijf.be"), BE, SkipReason.NO_BASIS),
+    # The flag of the other country has no effect: NL never exempts info@, BE has no list.
+    ("nl-role-addresses-flag-has-no-effect", ContactFacts("info@bedrijf.nl"),
+     PolicyRules(jurisdiction="NL", role_addresses=True), SkipReason.NO_BASIS),
+    ("be-ignores-offer-addresses", ContactFacts("offertes@groothandel.example"),
+     PolicyRules(jurisdiction="BE", offer_addresses=frozenset({"offertes@groothandel.example"})),
+     SkipReason.NO_BASIS),
+    ("be-role-address-any-case", ContactFacts("Sales@Bedrijf.be"), BE, Basis.ROLE_ADDRESS),
     ("withdrawn-consent", ContactFacts("j@x.nl", consents=(*CONFIRMED, consent(WD, 1))), NL,
      SkipReason.NO_BASIS),
     ("imported-consent-does-not-lift-suppression",

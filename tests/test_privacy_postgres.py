@@ -3,16 +3,21 @@ session (tests/conftest.py); skipped, with the reason, only when the server cann
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
+from mailer.cli import main
 from mailer.config import Settings
 from mailer.importer import import_contacts, import_customers
 from mailer.privacy import erase_person, export_person
-from tests.conftest import make_settings
+from tests.conftest import SECRET, make_settings
+from tests.test_cli import CONFIG
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -89,3 +94,38 @@ def test_erase_on_postgresql_leaves_a_hash_and_an_anonymous_ledger_row(
     [(reason, scope, digest)] = suppressions
     assert (reason, scope, len(digest)) == ("erased", None, 64)
     assert "anna@example.nl" not in dump and "Zwaanswijk" not in dump
+
+
+def test_the_commands_on_postgresql(
+    pg: tuple[Engine, Settings],
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, settings = pg
+    seed(engine, settings, tmp_path)
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    config = tmp_path / "mailer.toml"
+    config.write_text(
+        CONFIG.replace('"sqlite:///{db}"', f'"{postgres_url}"').format(port=2525),
+        encoding="utf-8",
+    )
+
+    def mailer(*args: str) -> str:
+        assert main(["--config", str(config), *args]) == 0, args
+        return capsys.readouterr().out
+
+    trail = mailer("consent", "show", "anna@example.nl")
+    assert "confirmed" in trail and "192.0.2.7" in trail
+    assert json.loads(mailer("privacy", "export", "anna@example.nl"))["purchases"]
+    rows = list(csv.DictReader(io.StringIO(mailer("campaign", "report", "nov", "--csv"))))
+    assert [(r["email"], r["basis"], r["status"]) for r in rows] == [
+        ("anna@example.nl", "consent", "sent")
+    ]
+    assert "Erased anna@example.nl" in mailer("privacy", "erase", "anna@example.nl")
+    rows = list(csv.DictReader(io.StringIO(mailer("campaign", "report", "nov", "--csv"))))
+    assert [(r["email"], r["basis"], r["status"]) for r in rows] == [("", "consent", "sent")]
+    assert "0 contacts whose relationship ended" in mailer("privacy", "purge", "--dry-run")
+    assert main(["--config", str(config), "privacy", "export", "anna@example.nl"]) == 1
+    assert "it was erased" in capsys.readouterr().err

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Engine,
     Executable,
     Select,
+    Table,
     delete,
     exists,
     func,
@@ -68,7 +69,7 @@ _campaign = Campaign.__table__  # type: ignore[attr-defined]
 # Rows of a run that is still going are left alone; everything else may lose its person.
 _IN_PROGRESS = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.SENDING)
 
-_Change = Callable[[Select[tuple[int]]], Executable]
+_Change = Callable[[list[int]], Executable]
 
 
 @dataclass
@@ -126,7 +127,7 @@ def _in_force() -> Exists:
     )
 
 
-def _ended(cut: _Cutoffs, *, subscribed: bool = False) -> Select[tuple[int, str]]:
+def _ended(cut: _Cutoffs, *, subscribed: bool = False) -> Select[int, str]:
     in_force = _in_force()
     return (
         select(_contact.c.id, _contact.c.email)
@@ -136,7 +137,7 @@ def _ended(cut: _Cutoffs, *, subscribed: bool = False) -> Select[tuple[int, str]
     )
 
 
-def _unconfirmed(cut: _Cutoffs) -> Select[tuple[int, str]]:
+def _unconfirmed(cut: _Cutoffs) -> Select[int, str]:
     """Contacts that are nothing but requests older than the window: no other event, no
     purchase, and not a former relation (those are erased with a suppression above)."""
     other = exists().where(
@@ -153,7 +154,7 @@ def _unconfirmed(cut: _Cutoffs) -> Select[tuple[int, str]]:
     )
 
 
-def _stale_requests(cut: _Cutoffs) -> Select[tuple[int]]:
+def _stale_requests(cut: _Cutoffs) -> Select[int]:
     """Request events older than the window that no confirmation on their list followed."""
     later = _consent.alias("later")
     return select(_consent.c.id).where(
@@ -168,7 +169,7 @@ def _stale_requests(cut: _Cutoffs) -> Select[tuple[int]]:
     )
 
 
-def _old_deliveries(cut: _Cutoffs) -> Select[tuple[int]]:
+def _old_deliveries(cut: _Cutoffs) -> Select[int]:
     """Ledger rows older than the delivery retention that still say something about someone."""
     # Skipped rows have no sent_at: their age is the campaign's.
     sent = func.coalesce(_delivery.c.sent_at, _campaign.c.created_at)
@@ -187,7 +188,7 @@ def _old_deliveries(cut: _Cutoffs) -> Select[tuple[int]]:
     )
 
 
-def _count(conn: Connection, query: Select[tuple[int]] | Select[tuple[int, str]]) -> int:
+def _count(conn: Connection, query: Select[int] | Select[int, str]) -> int:
     return int(conn.execute(select(func.count()).select_from(query.subquery())).scalar_one())
 
 
@@ -245,37 +246,39 @@ def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -
                     report.unconfirmed_count += len(batch)
         report.still_subscribed = _count(conn, _ended(cut, subscribed=True))
         conn.commit()
-        report.stale_requests = _in_batches(conn, _stale_requests(cut), _drop_requests, _BATCH)
+        report.stale_requests = _in_batches(
+            conn, _consent, _stale_requests(cut), _drop_requests, _BATCH
+        )
         report.deliveries = _in_batches(
-            conn, _old_deliveries(cut), _strip_deliveries, _LEDGER_BATCH
+            conn, _delivery, _old_deliveries(cut), _strip_deliveries, _LEDGER_BATCH
         )
         report.wal_truncated = checkpoint()
     return report
 
 
-def _in_batches(conn: Connection, ids: Select[tuple[int]], change: _Change, size: int) -> int:
-    """Apply `change` to the rows `ids` selects, a batch per transaction; returns how many.
-
-    Each batch is chosen anew, so `ids` must stop selecting a row once it is changed.
-    """
-    done = 0
-    while True:
-        # A derived table (FROM subquery), not a bare IN (SELECT ...): that one would be
-        # correlated with the table being changed and lose its own FROM.
-        count = int(conn.execute(change(select(ids.limit(size).subquery().c.id))).rowcount)
+def _in_batches(conn: Connection, table: Table, ids: Select[int], change: _Change,
+                size: int) -> int:  # fmt: skip
+    """Apply `change` to the rows of `table` that `ids` selects, a batch per transaction, in
+    id order; returns how many. Walking the ids (id > the last one) keeps each batch a short
+    index range instead of a scan past every row already done."""
+    done, last = 0, 0
+    while batch := [
+        row[0]
+        for row in conn.execute(ids.where(table.c.id > last).order_by(table.c.id).limit(size))
+    ]:
+        done += int(conn.execute(change(batch)).rowcount)
         conn.commit()
-        done += count
-        if count < size:
-            return done
+        last = batch[-1]
+    return done
 
 
-def _drop_requests(chosen: Select[tuple[int]]) -> Executable:
-    return delete(_consent).where(_consent.c.id.in_(chosen))
+def _drop_requests(ids: list[int]) -> Executable:
+    return delete(_consent).where(_consent.c.id.in_(ids))
 
 
-def _strip_deliveries(chosen: Select[tuple[int]]) -> Executable:
+def _strip_deliveries(ids: list[int]) -> Executable:
     return (
         update(_delivery)
-        .where(_delivery.c.id.in_(chosen))
+        .where(_delivery.c.id.in_(ids))
         .values(contact_id=None, message_id=None, smtp_reply=None)
     )

@@ -100,7 +100,7 @@ class PurgeReport:
         if self.still_subscribed:
             lines.append(
                 f"{self.still_subscribed} contacts whose relationship ended still subscribe to "
-                "a list and were kept; they leave when they unsubscribe."
+                "a list and are kept; they leave when they unsubscribe."
             )
         return lines
 
@@ -235,11 +235,16 @@ def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -
             return _dry_run(conn, cut, report)
     with secure_connection(engine) as (conn, checkpoint):
         for query, suppress in ((_ended(cut), True), (_unconfirmed(cut), False)):
-            while batch := [(r.id, r.email) for r in conn.execute(query.limit(_BATCH))]:
+            last = 0
+            while batch := [
+                (r.id, r.email)
+                for r in conn.execute(query.where(_contact.c.id > last).limit(_BATCH))
+            ]:
                 # A former relation stays suppressed through the keyed hash; a signup that was
                 # never confirmed never consented, so there is only something to forget.
                 erase_contacts(conn, keys, batch, now, suppress=suppress)
                 conn.commit()
+                last = batch[-1][0]
                 if suppress:
                     report.ended_count += len(batch)
                 else:

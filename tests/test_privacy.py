@@ -209,7 +209,7 @@ def test_purge_through_the_command_line_prints_what_it_would_remove(
     assert mailer(project, "privacy", "purge", "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would erase: former@example.nl" in out and "would remove: stale@example.nl" in out
-    assert "1 contacts whose relationship ended still subscribe to a list and were kept" in out
+    assert "1 contacts whose relationship ended still subscribe to a list and are kept" in out
     assert mailer(project, "privacy", "purge") == 0
     out = capsys.readouterr().out
     assert (

@@ -128,7 +128,7 @@ def test_purge_erases_former_relations_drops_stale_signups_and_strips_old_delive
         "0 signups never confirmed within 30 days were removed, and 0 unconfirmed requests of "
         "other contacts.",
         "0 delivery records older than the delivery retention were stripped of the person.",
-        "1 contacts whose relationship ended still subscribe to a list and were kept; they "
+        "1 contacts whose relationship ended still subscribe to a list and are kept; they "
         "leave when they unsubscribe.",
     ]
 

@@ -43,12 +43,14 @@ __all__ = [
 CONSENT_COLUMNS: tuple[str, ...] = (
     "list", "wording", "source", "requested_at", "confirmed_at", "ip",
 )  # fmt: skip
-# The personal fields plus the end of the relationship, from which retention counts (DESIGN
-# rule 6: erased `retention_days` after it).
-CONTACT_FIELDS: tuple[str, ...] = (*CONTACT_PERSONAL_FIELDS, "relationship_ended_at")
-CONTACT_COLUMNS: tuple[str, ...] = ("email", *CONTACT_FIELDS, *CONSENT_COLUMNS)
+# When the business relationship ended (a contract, an account closed): the retention purge
+# erases the contact policy.retention_days later. Not personal data of its own, but a Contact
+# field the file may set (empty keeps what is stored).
+_ENDED = "relationship_ended_at"
+_CONTACT_FIELDS: tuple[str, ...] = (*CONTACT_PERSONAL_FIELDS, _ENDED)
+CONTACT_COLUMNS: tuple[str, ...] = ("email", *_CONTACT_FIELDS, *CONSENT_COLUMNS)
 CUSTOMER_COLUMNS: tuple[str, ...] = (
-    "email", "category", "purchased_at", "optout_offered", "objected_at", *CONTACT_FIELDS,
+    "email", "category", "purchased_at", "optout_offered", "objected_at", *_CONTACT_FIELDS,
 )  # fmt: skip
 _CUSTOMER_REQUIRED = ("email", "category", "purchased_at", "optout_offered")
 
@@ -72,7 +74,7 @@ _UPDATE_CONTACT = (
     .values(
         {
             f: func.coalesce(bindparam(f"v_{f}", type_=_CONTACT.c[f].type), _CONTACT.c[f])
-            for f in CONTACT_FIELDS
+            for f in _CONTACT_FIELDS
         }
     )
 )
@@ -155,15 +157,13 @@ class _Parsed:
 
 def _personal(row: CsvRow) -> dict[str, Any]:
     fields: dict[str, Any] = {}
-    for name in CONTACT_FIELDS:
-        if name == "birth_date":
-            value: Any = row.day(name)
-        elif name == "relationship_ended_at":
-            value = row.when(name)
-        else:
-            value = row.text(name)
+    for name in CONTACT_PERSONAL_FIELDS:
+        value = row.day(name) if name == "birth_date" else row.text(name)
         if value is not None:
             fields[name] = value
+    ended = row.when(_ENDED)
+    if ended is not None:
+        fields[_ENDED] = ended
     return fields
 
 
@@ -287,7 +287,7 @@ def _upsert_contacts(
     ids: dict[str, int] = {email: row.id for email, row in found.items()}
     new = [email for email in merged if email not in found]
     if new:
-        empty = dict.fromkeys(CONTACT_FIELDS)
+        empty = dict.fromkeys(_CONTACT_FIELDS)
         conn.execute(
             insert(_CONTACT),
             [{**empty, **merged[email], "email": email, "created_at": now} for email in new],
@@ -299,7 +299,7 @@ def _upsert_contacts(
     for email, row in found.items():
         diff = {f: v for f, v in merged[email].items() if row._mapping[f] != v}
         if diff:
-            changes.append({"_id": row.id, **{f"v_{f}": diff.get(f) for f in CONTACT_FIELDS}})
+            changes.append({"_id": row.id, **{f"v_{f}": diff.get(f) for f in _CONTACT_FIELDS}})
     if changes:
         conn.execute(_UPDATE_CONTACT, changes)
         counts.updated += len(changes)

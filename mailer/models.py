@@ -97,6 +97,11 @@ class DeliveryStatus(StrEnum):
 
 
 class Contact(SQLModel, table=True):
+    # Unsubscribe and confirm links are signed over the contact id. Without AUTOINCREMENT SQLite
+    # hands the id of an erased newest contact to the next one, and the erased person's old
+    # link would then act on (and show the lists of) someone else. PostgreSQL never reuses ids.
+    __table_args__ = {"sqlite_autoincrement": True}
+
     id: int | None = Field(default=None, primary_key=True)
     email: str = Field(unique=True, index=True, max_length=320)
     first_name: str | None = Field(default=None, max_length=100)

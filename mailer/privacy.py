@@ -1,5 +1,6 @@
 """The person's rights and retention: export (AVG art. 15), erasure (art. 17), the consent trail
-as proof (art. 7(1)), and the retention purge (art. 5(1)(e), DESIGN rule 6).
+as proof (art. 7(1)), and the retention purge (art. 5(1)(e), DESIGN rule 6; in
+`mailer.retention`, re-exported here).
 
 Every address given here goes through `normalise_address` first: the contact and the
 suppression hash are stored under the normal form, so "Anna@Example.NL " must find them.
@@ -8,27 +9,26 @@ suppression hash are stored under the normal form, so "Anna@Example.NL " must fi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, exists, func, or_, select
+from sqlalchemy import Connection, Engine, select
 
 from mailer.addresses import normalise_address
 from mailer.config import Settings
-from mailer.erasure import Erased, erase_rows, forget_delivery_people, in_secure_transaction
+from mailer.erasure import Erased, erase_rows, in_secure_transaction
 from mailer.errors import InputError, NotFoundError
 from mailer.models import (
     Campaign,
     Consent,
-    ConsentEvent,
     Contact,
     Delivery,
-    DeliveryStatus,
     Purchase,
     Suppression,
     SuppressionReason,
 )
+from mailer.retention import UNCONFIRMED_SIGNUP_DAYS, PurgeReport, purge
 from mailer.tokens import address_hashes
 
 __all__ = [
@@ -42,19 +42,12 @@ __all__ = [
     "purge",
 ]
 
-# A signup not confirmed within this many days never will be: the request is dropped with the
-# contact (the confirm link expired long before; web.confirm_ttl_hours is 48 by default).
-UNCONFIRMED_SIGNUP_DAYS = 30
-
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
-
-# Rows of a run that is still going are left alone; everything else may lose its person.
-_IN_PROGRESS = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, DeliveryStatus.SENDING)
 
 
 def _address(raw: str) -> str:
@@ -206,101 +199,3 @@ def erase_person(engine: Engine, settings: Settings, email: str, *, now: datetim
 
     erased, truncated = in_secure_transaction(engine, work)
     return ErasureReport(address, erased, truncated)
-
-
-# -- retention purge -------------------------------------------------------------------------
-
-
-@dataclass
-class PurgeReport:
-    dry_run: bool
-    # Addresses only on a dry run (for review); after a real run they are gone, and a daily
-    # log of who was erased would be a list of the very people who were erased.
-    ended: list[str] = field(default_factory=list)
-    ended_count: int = 0
-    unconfirmed: list[str] = field(default_factory=list)
-    unconfirmed_count: int = 0
-    deliveries: int = 0
-    wal_truncated: bool = True
-
-    def lines(self) -> list[str]:
-        verb = "would be" if self.dry_run else "were"
-        return [
-            f"{self.ended_count} contacts whose relationship ended more than the retention "
-            f"period ago {verb} erased.",
-            f"{self.unconfirmed_count} signups never confirmed within "
-            f"{UNCONFIRMED_SIGNUP_DAYS} days {verb} removed.",
-            f"{self.deliveries} delivery records older than the delivery retention {verb} "
-            "stripped of the person.",
-        ]
-
-
-def _ended(conn: Connection, cutoff: datetime) -> list[tuple[int, str]]:
-    query = select(_contact.c.id, _contact.c.email).where(_contact.c.relationship_ended_at < cutoff)
-    return [(r.id, r.email) for r in conn.execute(query.order_by(_contact.c.id))]
-
-
-def _unconfirmed(conn: Connection, cutoff: datetime) -> list[tuple[int, str]]:
-    """Contacts whose every consent event is a request older than `cutoff`, with no purchase."""
-    other = exists().where(
-        _consent.c.contact_id == _contact.c.id,
-        or_(_consent.c.event != ConsentEvent.REQUESTED, _consent.c.at >= cutoff),
-    )
-    requested = exists().where(_consent.c.contact_id == _contact.c.id)
-    bought = exists().where(_purchase.c.contact_id == _contact.c.id)
-    query = select(_contact.c.id, _contact.c.email).where(requested, ~other, ~bought)
-    return [(r.id, r.email) for r in conn.execute(query.order_by(_contact.c.id))]
-
-
-def _old_deliveries(conn: Connection, cutoff: datetime) -> list[tuple[int, int | None]]:
-    """(delivery id, contact id) of ledger rows older than `cutoff` that still name someone."""
-    # Skipped rows have no sent_at: their age is the campaign's.
-    sent = func.coalesce(_delivery.c.sent_at, _campaign.c.created_at)
-    query = (
-        select(_delivery.c.id, _delivery.c.contact_id)
-        .join(_campaign, _campaign.c.id == _delivery.c.campaign_id)
-        .where(
-            sent < cutoff,
-            _delivery.c.status.not_in(_IN_PROGRESS),
-            or_(_delivery.c.contact_id.is_not(None), _delivery.c.message_id.is_not(None)),
-        )
-    )
-    return [(r.id, r.contact_id) for r in conn.execute(query)]
-
-
-def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -> PurgeReport:
-    """Apply retention: erase former relations, drop stale signups, strip old ledger rows."""
-    policy = settings.policy
-    keys = settings.require_secret_keys()
-    ended_cutoff = now - timedelta(days=policy.retention_days)
-    signup_cutoff = now - timedelta(days=UNCONFIRMED_SIGNUP_DAYS)
-    delivery_cutoff = now - timedelta(days=policy.delivery_retention_days)
-
-    def work(conn: Connection) -> PurgeReport:
-        ended = _ended(conn, ended_cutoff)
-        unconfirmed = [c for c in _unconfirmed(conn, signup_cutoff) if c not in set(ended)]
-        report = PurgeReport(dry_run, ended_count=len(ended), unconfirmed_count=len(unconfirmed))
-        if dry_run:
-            report.ended = [e for _, e in ended]
-            report.unconfirmed = [e for _, e in unconfirmed]
-            # The old rows of the contacts above lose their person as part of the erasure.
-            gone = {i for i, _ in ended + unconfirmed}
-            old = _old_deliveries(conn, delivery_cutoff)
-            report.deliveries = sum(1 for _, contact_id in old if contact_id not in gone)
-            return report
-        for contact_id, email in ended:
-            # "Erased as above": a former relation stays suppressed through the keyed hash.
-            erase_rows(conn, keys, contact_id, email, now, suppress=True)
-        for contact_id, email in unconfirmed:
-            # Never confirmed, so never consented: nothing to suppress, only to forget.
-            erase_rows(conn, keys, contact_id, email, now, suppress=False)
-        old = _old_deliveries(conn, delivery_cutoff)
-        report.deliveries = forget_delivery_people(conn, [i for i, _ in old])
-        return report
-
-    if dry_run:
-        with engine.connect() as conn:
-            return work(conn)
-    report, truncated = in_secure_transaction(engine, work)
-    report.wal_truncated = truncated
-    return report

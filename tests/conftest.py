@@ -123,3 +123,29 @@ def sink() -> Iterator[SmtpSink]:
 def send_settings(db_url: str, sink: SmtpSink) -> Settings:
     """Settings whose [smtp] points at the `sink` fixture."""
     return make_settings(db_url, smtp={"port": sink.port})
+
+
+# -- PostgreSQL (127.0.0.1:5432, trust auth): one fresh database per test session -------------
+
+_TABLES = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_database: str | None) -> str:
+    """The session's PostgreSQL database; skips the test, saying why, when it is down."""
+    if postgres_database is None:
+        pytest.skip("PostgreSQL does not answer on 127.0.0.1:5432")
+    return postgres_database
+
+
+@pytest.fixture
+def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+    """An engine on the session's PostgreSQL database with the schema; emptied afterwards."""
+    from sqlalchemy import text
+
+    engine = make_engine(postgres_url)
+    create_schema(engine)
+    yield engine
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {_TABLES} RESTART IDENTITY CASCADE"))
+    engine.dispose()

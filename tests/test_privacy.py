@@ -3,24 +3,24 @@ the raw database bytes), consent proof, the ledger as CSV, and the retention pur
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text, update
+from sqlalchemy import Engine, create_engine, event, text, update
 
 from mailer.cli import main
 from mailer.config import Settings
-from mailer.db import make_engine
+from mailer.db import create_schema, make_engine
 from mailer.models import Contact
-from mailer.privacy import consent_trail, erase_person, export_person, purge
+from mailer.privacy import consent_trail, erase_person, export_person
 from mailer.sink import SmtpSink
 from tests.conftest import SECRET, make_settings
 from tests.test_cli import CONFIG
+from tests.test_retention import seed
 
 CONTACTS = """email,first_name,last_name,city,list,wording,source,requested_at,confirmed_at,ip
 anna@example.nl,Anna,Zwaanswijk,Utrecht,newsletter,Ja graag de nieuwsbrief.,https://shop.example/form,2026-01-01T10:00:00,2026-01-01T10:05:00,192.0.2.7
@@ -186,36 +186,9 @@ def test_campaign_report_csv_lists_who_was_mailed_when_and_on_which_basis(
     assert anna["message_id"].startswith("<")
 
 
-# --- retention ------------------------------------------------------------------------------
+# --- retention (more in test_retention.py) ------------------------------------------------
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-OLD_CSV = """email,first_name,list,requested_at,confirmed_at
-former@example.nl,Fenna,newsletter,2024-01-01T10:00:00,2024-01-01T10:05:00
-recent@example.nl,Rik,newsletter,2025-01-01T10:00:00,2025-01-01T10:05:00
-stale@example.nl,Sanne,newsletter,2026-04-01T10:00:00,
-fresh@example.nl,Femke,newsletter,2026-05-25T10:00:00,
-buyer@example.nl,Bea,newsletter,2026-04-01T10:00:00,
-"""
-
-
-def seeded(engine: Engine, settings: Settings, tmp_path: Path) -> None:
-    from mailer.importer import import_contacts, import_customers
-
-    (tmp_path / "old.csv").write_text(OLD_CSV, encoding="utf-8")
-    (tmp_path / "buy.csv").write_text(
-        "email,category,purchased_at,optout_offered\nbuyer@example.nl,brood,2026-03-01T10:00:00,"
-        "false\n", encoding="utf-8",
-    )  # fmt: skip
-    import_contacts(engine, settings, tmp_path / "old.csv", now=NOW - timedelta(days=900))
-    import_customers(engine, settings, tmp_path / "buy.csv", now=NOW - timedelta(days=90))
-    contact = Contact.__table__  # type: ignore[attr-defined]
-    ended = {"former@example.nl": NOW - timedelta(days=366),
-             "recent@example.nl": NOW - timedelta(days=100)}  # fmt: skip
-    with engine.begin() as conn:
-        for address, at in ended.items():
-            conn.execute(
-                update(contact).where(contact.c.email == address).values(relationship_ended_at=at)
-            )
 
 
 def emails(engine: Engine) -> set[str]:
@@ -223,77 +196,37 @@ def emails(engine: Engine) -> set[str]:
         return {r[0] for r in conn.execute(text("SELECT email FROM contact"))}
 
 
-def test_purge_erases_former_relations_and_stale_signups_and_strips_old_deliveries(
-    engine: Engine, settings: Settings, tmp_path: Path
-) -> None:
-    seeded(engine, settings, tmp_path)
-    with engine.begin() as conn:
-        conn.execute(text(
-            "INSERT INTO campaign (name, list_name, subject, template, status, created_at) "
-            "VALUES ('old', 'newsletter', 'Oud', 'newsletter', 'done', '2023-01-01 00:00:00')"
-        ))  # fmt: skip
-        conn.execute(text(
-            "INSERT INTO delivery (campaign_id, contact_id, basis, status, attempts, message_id, "
-            "sent_at) SELECT 1, id, 'consent', 'sent', 1, '<m1@x>', '2024-02-01 00:00:00' "
-            "FROM contact WHERE email = 'recent@example.nl'"
-        ))  # fmt: skip
-    everyone = emails(engine)
-
-    dry = purge(engine, settings, now=NOW, dry_run=True)
-    assert (dry.ended, dry.unconfirmed, dry.deliveries) == (
-        ["former@example.nl"], ["stale@example.nl"], 1,
-    )  # fmt: skip
-    assert emails(engine) == everyone  # a dry run changes nothing
-
-    done = purge(engine, settings, now=NOW, dry_run=False)
-    assert (done.ended_count, done.unconfirmed_count, done.deliveries) == (1, 1, 1)
-    assert done.ended == [] and done.wal_truncated  # no addresses in a real run's report
-    assert emails(engine) == everyone - {"former@example.nl", "stale@example.nl"}
-    with engine.connect() as conn:
-        assert list(conn.execute(text("SELECT reason FROM suppression"))) == [("erased",)]
-        assert list(conn.execute(text("SELECT contact_id, message_id, basis FROM delivery"))) == [
-            (None, None, "consent")
-        ]
-    assert purge(engine, settings, now=NOW, dry_run=False).lines() == [
-        "0 contacts whose relationship ended more than the retention period ago were erased.",
-        "0 signups never confirmed within 30 days were removed.",
-        "0 delivery records older than the delivery retention were stripped of the person.",
-    ]
-    # Its ledger no longer says who was mailed: sending it again would mail everyone twice.
-    from mailer.campaign import get_campaign
-    from mailer.errors import MailerError
-    from mailer.sending import run_campaign
-
-    campaign = get_campaign(engine, "old")
-    assert campaign.status == "archived"
-    with pytest.raises(MailerError, match='Campaign "old" is archived'):
-        asyncio.run(run_campaign(engine, settings, campaign, clock=lambda: NOW))
-    with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM delivery")).scalar_one() == 1
-
-
 def test_purge_through_the_command_line_prints_what_it_would_remove(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the seeded dates are relative to NOW
+    monkeypatch.setattr("mailer.cli_privacy.utc_now", lambda: NOW)
     assert mailer(project, "init") == 0
     engine = make_engine(f"sqlite:///{project.parent / 'm.db'}")
     settings = make_settings(f"sqlite:///{project.parent / 'm.db'}")
-    seeded(engine, settings, project.parent)
+    seed(engine, settings, project.parent)
     engine.dispose()
     capsys.readouterr()
     assert mailer(project, "privacy", "purge", "--dry-run") == 0
     out = capsys.readouterr().out
     assert "would erase: former@example.nl" in out and "would remove: stale@example.nl" in out
+    assert "1 contacts whose relationship ended still subscribe to a list and are kept" in out
     assert mailer(project, "privacy", "purge") == 0
     out = capsys.readouterr().out
-    assert "1 contacts whose relationship ended" in out and "were erased" in out
-    assert "former@example.nl" not in out
+    assert (
+        "1 contacts whose relationship ended more than the retention period ago were erased." in out
+    )
+    assert "former@example.nl" not in out and "stale@example.nl" not in out
+    assert sql(project, "SELECT email FROM contact ORDER BY email") == [
+        ("buyer@example.nl",), ("fresh@example.nl",), ("recent@example.nl",),
+        ("subscriber@example.nl",),
+    ]  # fmt: skip
 
 
 def test_consent_trail_includes_suppressions_in_time_order(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
-    seeded(engine, settings, tmp_path)
+    seed(engine, settings, tmp_path)
     from mailer.suppression import add_suppression
 
     with engine.begin() as conn:
@@ -308,3 +241,43 @@ def test_consent_trail_includes_suppressions_in_time_order(
     ]
     erase_person(engine, settings, "recent@example.nl", now=NOW)
     assert "recent@example.nl" not in emails(engine)
+
+
+def test_erase_leaves_no_old_copy_even_where_sqlite_is_built_without_secure_delete(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(f"sqlite:///{tmp_path / 'plain.db'}")  # an SQLite matter
+    # Debian builds SQLite with secure delete on by default; python.org and macOS builds do
+    # not. Simulate those: the build default is off, before the mailer's own settings apply.
+    engine = make_engine(settings.database.url)
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA secure_delete=OFF"),
+                 insert=True)  # fmt: skip
+    create_schema(engine)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA secure_delete").scalar() == 1
+    contact = Contact.__table__  # type: ignore[attr-defined]
+    with engine.begin() as conn:
+        conn.execute(contact.insert().values(email="target@example.nl", first_name="Targetta",
+                                             last_name="Zwaanswijk", created_at=NOW))  # fmt: skip
+    # Thousands of others arrive, and the target's row is rewritten (longer each time) in
+    # between: its old copies are freed in pages that the erasure itself never touches.
+    for batch in range(10):
+        with engine.begin() as conn:
+            conn.execute(contact.insert(), [
+                {"email": f"p{batch}-{i}@example.nl", "last_name": "L" * (i % 60),
+                 "created_at": NOW} for i in range(500)
+            ])  # fmt: skip
+            conn.execute(
+                update(contact).where(contact.c.email == "target@example.nl")
+                .values(last_name="Zwaanswijk" + "x" * (batch * 10))
+            )  # fmt: skip
+    engine.dispose()
+    db = Path(settings.database.url.removeprefix("sqlite:///"))
+    engine = make_engine(settings.database.url)
+    event.listen(engine, "connect", lambda c, _r: c.execute("PRAGMA secure_delete=OFF"),
+                 insert=True)  # fmt: skip
+    erase_person(engine, settings, "target@example.nl", now=NOW)
+    data = b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+    assert b"target@example.nl" not in data and b"Zwaanswijk" not in data
+    assert b"p9-499@example.nl" in data  # the scan sees what is there
+    engine.dispose()

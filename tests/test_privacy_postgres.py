@@ -1,53 +1,30 @@
-"""Export and erasure on a real PostgreSQL (127.0.0.1:5432), in a database of its own per run.
-
-Skipped, with the reason, only when the server cannot be reached.
-"""
+"""Export and erasure on a real PostgreSQL (127.0.0.1:5432), in a database of its own per
+session (tests/conftest.py); skipped, with the reason, only when the server cannot be reached."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
 
+from mailer.cli import main
 from mailer.config import Settings
-from mailer.db import create_schema, make_engine
 from mailer.importer import import_contacts, import_customers
 from mailer.privacy import erase_person, export_person
-from tests.conftest import make_settings
+from tests.conftest import SECRET, make_settings
+from tests.test_cli import CONFIG
 
-psycopg = pytest.importorskip("psycopg")
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres connect_timeout=3"
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> Iterator[str]:
-    try:
-        admin = psycopg.connect(ADMIN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable on 127.0.0.1:5432: {exc}")
-    name = f"mailer_privacy_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
-
-
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[tuple[Engine, Settings]]:
-    engine = make_engine(pg_url)
-    create_schema(engine)
-    yield engine, make_settings(pg_url)
-    with engine.begin() as conn:
-        tables = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
-        conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-    engine.dispose()
+def pg(postgres_engine: Engine, postgres_url: str) -> tuple[Engine, Settings]:
+    return postgres_engine, make_settings(postgres_url)
 
 
 def seed(engine: Engine, settings: Settings, tmp_path: Path) -> None:
@@ -117,3 +94,38 @@ def test_erase_on_postgresql_leaves_a_hash_and_an_anonymous_ledger_row(
     [(reason, scope, digest)] = suppressions
     assert (reason, scope, len(digest)) == ("erased", None, 64)
     assert "anna@example.nl" not in dump and "Zwaanswijk" not in dump
+
+
+def test_the_commands_on_postgresql(
+    pg: tuple[Engine, Settings],
+    postgres_url: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    engine, settings = pg
+    seed(engine, settings, tmp_path)
+    monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
+    config = tmp_path / "mailer.toml"
+    config.write_text(
+        CONFIG.replace('"sqlite:///{db}"', f'"{postgres_url}"').format(port=2525),
+        encoding="utf-8",
+    )
+
+    def mailer(*args: str) -> str:
+        assert main(["--config", str(config), *args]) == 0, args
+        return capsys.readouterr().out
+
+    trail = mailer("consent", "show", "anna@example.nl")
+    assert "confirmed" in trail and "192.0.2.7" in trail
+    assert json.loads(mailer("privacy", "export", "anna@example.nl"))["purchases"]
+    rows = list(csv.DictReader(io.StringIO(mailer("campaign", "report", "nov", "--csv"))))
+    assert [(r["email"], r["basis"], r["status"]) for r in rows] == [
+        ("anna@example.nl", "consent", "sent")
+    ]
+    assert "Erased anna@example.nl" in mailer("privacy", "erase", "anna@example.nl")
+    rows = list(csv.DictReader(io.StringIO(mailer("campaign", "report", "nov", "--csv"))))
+    assert [(r["email"], r["basis"], r["status"]) for r in rows] == [("", "consent", "sent")]
+    assert "0 contacts whose relationship ended" in mailer("privacy", "purge", "--dry-run")
+    assert main(["--config", str(config), "privacy", "export", "anna@example.nl"]) == 1
+    assert "it was erased" in capsys.readouterr().err

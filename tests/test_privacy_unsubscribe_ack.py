@@ -1,5 +1,6 @@
 """The unsubscribe acknowledgement (policy.unsubscribe_ack; on by default in BE): sent once,
-after the answer, through a real SMTP server; never in NL unless asked for."""
+after the answer, through a real SMTP server; never in NL unless asked for. And the old link of
+an erased person, which must not reach whoever is stored next."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from double_optin.app import create_app
 from mailer.acknowledge import send_unsubscribe_ack
 from mailer.db import create_schema, make_engine
 from mailer.models import ConsentEvent, ConsentOrigin
 from mailer.policy import ConsentFact
+from mailer.privacy import erase_person
 from mailer.sink import SmtpSink
 from mailer.tokens import TokenSigner
 from tests.conftest import SECRET, make_settings
@@ -89,3 +92,31 @@ async def test_send_unsubscribe_ack_reports_a_refusal_without_raising(db_url: st
         settings = make_settings(db_url, smtp={"port": accepting.port})
         assert await send_unsubscribe_ack(settings, JAN, "Nieuwsbrief", locale="en") is True
         assert [m.recipients for m in accepting.messages] == [(JAN,)]
+
+
+async def test_an_erased_persons_old_unsubscribe_link_never_acts_on_the_next_contact(
+    db_url: str, sink: SmtpSink
+) -> None:
+    settings = make_settings(db_url, smtp={"port": sink.port}, policy={"jurisdiction": "BE"})
+    engine = make_engine(db_url)
+    create_schema(engine)
+    subscribed = [ConsentFact("newsletter", ConsentEvent.CONFIRMED, ConsentOrigin.WEB, T0)]
+    erased_id = add_contact(engine, settings, JAN, at=T0, consents=subscribed)
+    old_link = "/unsubscribe/" + TokenSigner([SECRET]).unsubscribe_token(erased_id, "newsletter")
+    erase_person(engine, settings, JAN, now=T0)
+    # The newest contact was erased; SQLite would hand its id to the next one without
+    # AUTOINCREMENT, and the old link would unsubscribe (and show the lists of) a stranger.
+    newcomer = add_contact(engine, settings, "piet@example.nl", at=T0, consents=subscribed)
+    assert newcomer != erased_id
+    app = create_app(settings, engine, clock=FakeClock(T0))
+    async with client(app) as web:
+        view = await web.get(old_link)
+        answer = await web.post(old_link, **ONE_CLICK)  # type: ignore[arg-type]
+    assert (view.status_code, answer.status_code) == (200, 200)
+    assert "Nieuwsbrief" not in view.text  # no one's lists are shown
+    with engine.connect() as conn:
+        events = conn.execute(text("SELECT event FROM consent WHERE contact_id = :c"),
+                              {"c": newcomer})  # fmt: skip
+        assert [r[0] for r in events] == ["confirmed"]
+    assert sink.messages == []  # and no acknowledgement to anyone
+    engine.dispose()

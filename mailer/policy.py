@@ -184,17 +184,17 @@ def decide(
 
     customer_skip: SkipReason | None = None
     purchases = [p for p in contact.purchases if p.at <= now]
-    if rules.soft_optin and purchases:
-        if any(p.objected_at is not None and p.objected_at <= now for p in purchases):
-            customer_skip = SkipReason.OBJECTED
+    # An objection (AVG art. 21) counts whether or not the soft opt-in is used.
+    if any(p.objected_at is not None and p.objected_at <= now for p in purchases):
+        customer_skip = SkipReason.OBJECTED
+    elif rules.soft_optin and purchases:
+        similar = [p for p in purchases if p.category == campaign.category]
+        if not similar:
+            customer_skip = SkipReason.OTHER_CATEGORY
+        elif any(p.optout_offered for p in similar):
+            return Decision(basis=Basis.EXISTING_CUSTOMER)
         else:
-            similar = [p for p in purchases if p.category == campaign.category]
-            if not similar:
-                customer_skip = SkipReason.OTHER_CATEGORY
-            elif any(p.optout_offered for p in similar):
-                return Decision(basis=Basis.EXISTING_CUSTOMER)
-            else:
-                customer_skip = SkipReason.OPTOUT_NOT_OFFERED
+            customer_skip = SkipReason.OPTOUT_NOT_OFFERED
 
     # An objection (AVG art. 21) is the person's own "no": no other basis overrides it.
     if customer_skip is SkipReason.OBJECTED:

@@ -254,6 +254,11 @@ def test_facts_dated_after_now_are_ignored() -> None:
         ("info@bedrijf.nl", replace(NL, role_addresses=True), SkipReason.NO_BASIS),
         ("offertes@groothandel.example", NL, Basis.ROLE_ADDRESS),
         ("offertes@andere.example", NL, SkipReason.NO_BASIS),
+        (
+            "offertes@groothandel.example",
+            replace(BE, role_addresses=False, offer_addresses=NL.offer_addresses),
+            SkipReason.NO_BASIS,
+        ),
     ],
     ids=[
         "BE info@ with role_addresses on: no opt-in needed",
@@ -263,6 +268,7 @@ def test_facts_dated_after_now_are_ignored() -> None:
         "NL info@ even with role_addresses on: still not exempt",
         "NL address published for offers: sent",
         "NL same local part, other company: not sent",
+        "BE has no offer-address list: not sent",
     ],
 )
 def test_role_addresses_follow_the_jurisdiction(

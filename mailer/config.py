@@ -258,7 +258,7 @@ def parse_settings(
     for reserved in ("secret_keys", "smtp_password", "source"):
         if reserved in data:
             raise ConfigError(
-                "is not a setting; secrets come from the environment", file=source, key=reserved
+                "is not a setting; secrets come from the environment.", file=source, key=reserved
             )
     try:
         return Settings.model_validate(
@@ -292,7 +292,16 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) ->
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"is not valid TOML: {exc}", file=str(path)) from None
+        # tomllib says "Invalid value (at line 11, column 8)": the line goes where every other
+        # error puts it, `file:line:`.
+        where = re.search(r"\s*\(at line (\d+), column (\d+)\)$", str(exc))
+        reason = str(exc)[: where.start()] if where else str(exc)
+        column = f" (column {where.group(2)})" if where else ""
+        raise ConfigError(
+            f"is not valid TOML: {reason}{column}.",
+            file=str(path),
+            line=int(where.group(1)) if where else None,
+        ) from None
     return parse_settings(data, source=str(path), text=text, environ=environ)
 
 

@@ -180,7 +180,7 @@ def test_a_bad_csv_exits_2_naming_file_line_and_column_and_leaves_the_database_u
             'mailer.toml:2: key "sender.organization": is required but missing.',
         ),
         (('security = "none"', 'security = "ssl"'), 'key "smtp.security": input should be'),
-        (("[lists.newsletter]", "[lists.newsletter"), "mailer.toml: is not valid TOML"),
+        (("[lists.newsletter]", "[lists.newsletter"), "mailer.toml:19: is not valid TOML"),
     ],
     ids=["wrong-type", "unknown-key", "missing-key", "bad-choice", "toml-syntax"],
 )

@@ -75,7 +75,7 @@ def test_secret_keys_come_from_the_environment_oldest_first(tmp_path: Path) -> N
 
 BAD = [
     ("bad TOML syntax", "port = 587", "port = = 587",
-     "{path}: is not valid TOML: Invalid value (at line 11, column 8)"),
+     "{path}:11: is not valid TOML: Invalid value (column 8)."),
     ("unknown key", 'host = "localhost"', 'hots = "x"',
      '{path}:10: key "smtp.hots": is not a known setting (see config.example.toml).'),
     ("missing required key", 'organization = "Bakkerij Voorbeeld B.V."\n', "",
@@ -88,7 +88,7 @@ BAD = [
     ("value out of range", "port = 587", "port = 70000",
      '{path}:11: key "smtp.port": input should be less than or equal to 65535.'),
     ("secret in the file", 'locale = "nl"', 'secret_keys = ["x"]',
-     '{path}: key "secret_keys": is not a setting; secrets come from the environment'),
+     '{path}: key "secret_keys": is not a setting; secrets come from the environment.'),
 ]  # fmt: skip
 
 

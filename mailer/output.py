@@ -113,7 +113,18 @@ def csv_rows(columns: Sequence[str], items: Iterable[Mapping[str, Any]]) -> None
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(columns)
     for item in items:
-        writer.writerow(["" if item.get(c) is None else item[c] for c in columns])
+        writer.writerow([_cell(item.get(c)) for c in columns])
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> str:
+    # A cell starting with "=" (or +, -, @) is run as a formula when the file is opened in a
+    # spreadsheet (OWASP "CSV injection"); "-joe@x.nl" is a valid address. A leading quote keeps
+    # it text.
+    text = "" if value is None else str(value)
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:

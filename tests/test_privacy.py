@@ -281,3 +281,19 @@ def test_erase_leaves_no_old_copy_even_where_sqlite_is_built_without_secure_dele
     assert b"target@example.nl" not in data and b"Zwaanswijk" not in data
     assert b"p9-499@example.nl" in data  # the scan sees what is there
     engine.dispose()
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_stay_text(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mailer.output import csv_rows
+
+    csv_rows(["email", "status"], [{"email": "=HYPERLINK(1)@x.nl", "status": "sent"},
+                                   {"email": "-jan@x.nl", "status": None},
+                                   {"email": "anna@x.nl", "status": "sent"}])  # fmt: skip
+    assert capsys.readouterr().out.splitlines() == [
+        "email,status",
+        "'=HYPERLINK(1)@x.nl,sent",
+        "'-jan@x.nl,",
+        "anna@x.nl,sent",
+    ]

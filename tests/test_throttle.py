@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -47,6 +51,12 @@ def test_backoff_doubles_from_the_base() -> None:
 def test_backoff_stops_at_the_cap() -> None:
     assert backoff_delay(7, 30, cap_seconds=1000) == 1000
     assert backoff_delay(200, 30) == 6 * 3600  # the default cap; no overflow for huge attempts
+
+
+def test_backoff_stays_at_the_cap_for_any_number_of_attempts_with_a_float_base() -> None:
+    # throttle.retry_base_seconds is a float in the settings and max_attempts has no upper
+    # bound, so the run may ask for the delay of attempt 1100: that is the cap, not a crash.
+    assert backoff_delay(1100, 30.0) == 6 * 3600
 
 
 def test_backoff_counts_attempts_from_one() -> None:
@@ -118,6 +128,70 @@ def test_the_global_rate_still_applies_across_domains() -> None:
     throttle = Throttle(2, 60, clock=fake.clock, sleep=fake.sleep)  # 0.5 s global, 1 s per domain
     done = turns(throttle, fake, ["a.nl", "b.nl", "c.nl", "a.nl"])
     assert done == [("a.nl", 0.0), ("b.nl", 0.5), ("c.nl", 1.0), ("a.nl", 1.5)]
+
+
+class VirtualTime:
+    """A clock shared by concurrent tasks: once every task waits, time jumps to the next waker."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.start = self.now = start
+        self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._sleepers, (self.now + seconds, next(self._order), future))
+        await future
+
+    def run(self, coroutines: list[Coroutine[Any, Any, Any]]) -> list[Any]:
+        async def drive() -> list[Any]:
+            tasks = [asyncio.create_task(c) for c in coroutines]
+            for _ in range(100_000):
+                waiting = sum(not t.done() for t in tasks)
+                if not waiting:
+                    return [t.result() for t in tasks]
+                if waiting == len(self._sleepers):  # every task is asleep: move time
+                    wake, _, future = heapq.heappop(self._sleepers)
+                    self.now = max(self.now, wake)
+                    future.set_result(None)
+                await asyncio.sleep(0)
+            raise AssertionError("the tasks never finished")
+
+        return asyncio.run(drive())
+
+
+def test_concurrent_senders_sharing_one_throttle_keep_the_global_rate() -> None:
+    fake = VirtualTime()
+    throttle = Throttle(5, 0, clock=fake.clock, sleep=fake.sleep)
+
+    async def sender(domains: list[str]) -> list[float]:
+        granted = []
+        for domain in domains:
+            await throttle.wait_turn(domain)
+            granted.append(fake.now - fake.start)
+        return granted
+
+    per_sender = fake.run([sender(["a.nl", "b.nl", "c.nl"] * 4) for _ in range(4)])
+    times = sorted(t for granted in per_sender for t in granted)
+    assert len(times) == 48
+    for start in times:
+        assert sum(1 for t in times if start <= t <= start + 1) <= 5 + 1
+    assert times[-1] == pytest.approx((48 - 1) / 5)
+
+
+def test_concurrent_turns_to_a_busy_domain_do_not_hold_up_another_domain() -> None:
+    fake = VirtualTime()
+    throttle = Throttle(2, 60, clock=fake.clock, sleep=fake.sleep)  # 0.5 s global, 1 s per domain
+
+    async def turn(domain: str) -> tuple[str, float]:
+        await throttle.wait_turn(domain)
+        return domain, fake.now - fake.start
+
+    done = fake.run([turn(d) for d in ["gmail.com", "gmail.com", "gmail.com", "ziggo.nl"]])
+    assert done == [("gmail.com", 0.0), ("gmail.com", 1.0), ("gmail.com", 2.0), ("ziggo.nl", 0.5)]
 
 
 def test_twenty_turns_at_forty_per_second_take_at_least_the_time_the_rate_implies() -> None:

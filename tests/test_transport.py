@@ -23,6 +23,8 @@ CLASSIFICATION = [
     ("550 5.1.1 no such user", 550, "5.1.1 <x@y.nl>: Recipient address rejected: no such user",
      Outcome.HARD_BOUNCE),
     ("550 5.1.10 null MX", 550, "5.1.10 Recipient address rejected", Outcome.HARD_BOUNCE),
+    ("551 5.1.6 user not local", 551, "5.1.6 User not local; please try <piet@elders.nl>",
+     Outcome.HARD_BOUNCE),
     ("553 5.1.3 bad address syntax", 553, "5.1.3 Bad destination mailbox address syntax",
      Outcome.HARD_BOUNCE),
     ("550 5.2.1 mailbox disabled", 550, "5.2.1 The email account is disabled",
@@ -44,6 +46,23 @@ def test_a_reply_is_classified_as_sent_retry_hard_bounce_or_failed(
 
 def test_the_table_covers_every_outcome() -> None:
     assert {c[3] for c in CLASSIFICATION} == set(Outcome)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "Rejected: client 5.1.83.20 is listed at bl.example"),
+        (554, "Service unavailable; client host [10.5.1.3] blocked using zen.spamhaus.org"),
+    ],
+    ids=["550 IP 5.1.83.20 on a blocklist", "554 IP 10.5.1.3 on a blocklist"],
+)
+def test_an_ip_address_in_the_reply_text_is_not_read_as_an_enhanced_status_code(
+    code: int, text: str
+) -> None:
+    # RFC 2034 §4 / RFC 3463: the enhanced status code is the first token of the text. A server
+    # without ENHANCEDSTATUSCODES that rejects our IP is a policy refusal, not "no such
+    # mailbox": a hard bounce would suppress a working address for good.
+    assert classify(Reply(code, text)) is Outcome.FAILED
 
 
 SENDER = "nieuws@bakkerij.example"

@@ -196,7 +196,7 @@ class MessageFactory:
             [
                 "From: " + encode_address(sender.from_name, sender.from_address),
                 encode_header("Subject", campaign.subject),
-                *([f"Reply-To: {check_header_value('Reply-To', sender.reply_to)}"]
+                *([f"Reply-To: {encode_address(None, sender.reply_to)}"]
                   if sender.reply_to else []),
                 _list_id(encode_phrase(self._list_title), f"{campaign.list_name}.{sender.domain}"),
                 "List-Unsubscribe-Post: List-Unsubscribe=One-Click",

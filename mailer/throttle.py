@@ -39,7 +39,8 @@ def backoff_delay(attempt: int, base_seconds: float, cap_seconds: float = 6 * 36
     """Exponential backoff: base, 2*base, 4*base, ... for attempts 1, 2, 3, ..., capped."""
     if attempt < 1:
         raise ValueError("attempts count from 1")
-    return float(min(base_seconds * 2 ** (attempt - 1), cap_seconds))
+    # Capping the exponent first: 2.0 ** 1100 would overflow a float before the cap applied.
+    return float(min(base_seconds * 2 ** min(attempt - 1, 64), cap_seconds))
 
 
 class Throttle:

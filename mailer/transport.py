@@ -33,7 +33,9 @@ class Reply:
 
 
 # RFC 3463 enhanced status codes: 5.1.x addressing (no such user, bad domain), 5.2.1 disabled.
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+# RFC 2034 §4: the enhanced code starts the reply text; anchored, so an IP address further on
+# ("client 5.1.83.20 is listed") is never read as one.
+_ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 _NO_SUCH_USER = re.compile(r"no such user|user unknown|unknown user|does not exist", re.I)
 
 
@@ -43,7 +45,7 @@ def classify(reply: Reply) -> Outcome:
         return Outcome.SENT
     if 400 <= reply.code < 500 or reply.code <= 0:
         return Outcome.RETRY
-    enhanced = _ENHANCED.search(reply.message)
+    enhanced = _ENHANCED.match(reply.message)
     if enhanced and enhanced.group(1) == "5":
         subject, detail = enhanced.group(2), enhanced.group(3)
         if subject == "1" or (subject, detail) == ("2", "1"):

@@ -104,6 +104,29 @@ def test_a_bad_setting_names_the_file_the_line_and_the_key(
     assert isinstance(error.value, InputError) and isinstance(error.value, ValueError)
 
 
+VALIDATED = [
+    ("from_address without a domain", 'from_address = "nieuws@bakkerij.example"',
+     'from_address = "nieuws"', 6, "sender.from_address",
+     "must be an e-mail address like nieuws@bakkerij.example."),
+    ("line break in a header value", 'organization = "Bakkerij Voorbeeld B.V."',
+     'organization = "Bakkerij\\nBcc: iedereen@example.nl"', 4, "sender.organization",
+     "must not contain a line break."),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "line", "key", "reason"), [c[1:] for c in VALIDATED],
+                         ids=[c[0] for c in VALIDATED])  # fmt: skip
+def test_a_value_refused_by_our_own_checks_names_the_file_the_line_and_the_key(
+    tmp_path: Path, old: str, new: str, line: int, key: str, reason: str
+) -> None:
+    path = write_config(tmp_path, old, new)
+    with pytest.raises(ConfigError) as error:
+        load_settings(path, environ={})
+    message = str(error.value)
+    assert message.startswith(f'{path}:{line}: key "{key}": ')
+    assert message.endswith(reason)
+
+
 def test_a_config_error_carries_the_key_as_a_value(tmp_path: Path) -> None:
     path = write_config(tmp_path, "port = 587", 'port = "abc"')
     with pytest.raises(ConfigError) as error:

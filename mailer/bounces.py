@@ -34,6 +34,7 @@ from mailer.errors import ConfigError, ForgedToken, InputError, TransportError
 from mailer.models import ConsentEvent, Delivery, DeliveryStatus, SuppressionReason
 from mailer.suppression import add_suppression, is_suppressed
 from mailer.tokens import TokenSigner
+from mailer.transport import Outcome, Reply, classify
 
 __all__ = ["BounceReport", "Classified", "Kind", "classify_message", "process_mailbox"]
 
@@ -43,7 +44,8 @@ _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}")
 
 
 class Kind(StrEnum):
-    HARD = "hard_bounce"
+    HARD = "hard_bounce"  # no such mailbox (5.1.x) or disabled (5.2.1): suppressed
+    FAILED = "failed"  # another permanent refusal (5.7.1 spam, 5.2.2 full): not suppressed
     SOFT = "soft_bounce"
     UNSUBSCRIBE = "unsubscribe"
     IGNORED = "ignored"
@@ -63,7 +65,15 @@ class BounceReport:
     counts: Counter[str] = field(default_factory=Counter)
 
     def line(self) -> str:
-        names = ("hard_bounce", "soft_bounce", "unsubscribe", "forged", "ignored", "unreadable")
+        names = (
+            "hard_bounce",
+            "failed",
+            "soft_bounce",
+            "unsubscribe",
+            "forged",
+            "ignored",
+            "unreadable",
+        )
         return ", ".join(f"{self.counts[n]} {n.replace('_', ' ')}" for n in names)
 
 
@@ -122,9 +132,14 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
     per_recipient = list(_recipient_fields(msg))
     # The DSN's own Status field is authoritative (RFC 3464 §2.3.4); flufl.bounce's heuristics
     # cover the many bounces that are not proper DSNs.
-    hard = tuple(r for r, s in per_recipient if s.startswith("5"))
-    soft = tuple(r for r, s in per_recipient if s.startswith("4"))
+    # The same reading as a reply during the send (transport.classify): only a mailbox that does
+    # not exist or is disabled is suppressed; a refusal of our content is not the person's fault.
+    outcome = {r: classify(Reply(550 if s.startswith("5") else 450, s)) for r, s in per_recipient}
+    hard = tuple(r for r, o in outcome.items() if o is Outcome.HARD_BOUNCE)
+    failed = tuple(r for r, o in outcome.items() if o is Outcome.FAILED)
+    soft = tuple(r for r, o in outcome.items() if o is Outcome.RETRY)
     if not per_recipient:
+        failed = ()
         temporary, permanent = all_failures(msg)
         hard = tuple(a.decode("utf-8", "replace") for a in sorted(permanent))
         soft = tuple(a.decode("utf-8", "replace") for a in sorted(temporary))
@@ -132,6 +147,8 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
     status = next(iter(sorted(statuses)), None)
     if hard:
         return Classified(Kind.HARD, hard, status, message_id)
+    if failed:
+        return Classified(Kind.FAILED, failed, status, message_id)
     if soft:
         return Classified(Kind.SOFT, soft, status, message_id)
     return Classified(Kind.IGNORED)
@@ -156,7 +173,7 @@ def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime)
                     add_suppression(conn, keys, address, SuppressionReason.HARD_BOUNCE, now)
         if found.message_id:
             values: dict[str, object] = {"smtp_reply": note}
-            if found.kind is Kind.HARD:
+            if found.kind in (Kind.HARD, Kind.FAILED):
                 values["status"] = DeliveryStatus.FAILED
             conn.execute(
                 update(_delivery).where(_delivery.c.message_id == found.message_id).values(values)

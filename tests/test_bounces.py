@@ -65,6 +65,16 @@ def test_a_postfix_dsn_is_a_hard_or_soft_bounce_by_its_status_field() -> None:
     assert (soft.kind, soft.addresses) == (Kind.SOFT, ("full@example.nl",))
 
 
+def test_a_refusal_of_our_content_fails_the_delivery_but_does_not_suppress_the_person() -> None:
+    found = classify_message(
+        parse(dsn("anna@example.nl", "<a.3@x>", status="5.7.1", code=554)),
+        "unsubscribe@bakkerij.example",
+    )
+    assert (found.kind, found.addresses, found.status) == (
+        Kind.FAILED, ("anna@example.nl",), "5.7.1"
+    )  # fmt: skip
+
+
 def test_a_bounce_that_is_not_a_dsn_is_recognised_by_flufl_bounce() -> None:
     text = (DATA / "exim-plain.eml").read_text(encoding="ascii").format(recipient="x@example.org")
     found = classify_message(parse(text.encode()), "unsubscribe@bakkerij.example")
@@ -88,16 +98,19 @@ def test_hard_bounces_are_suppressed_soft_ones_are_not_and_the_mailbox_is_read_o
         maildir,
         dsn("gone@example.nl", ids["gone@example.nl"]),
         dsn("full@example.nl", ids["full@example.nl"], status="4.2.2", code=452),
+        dsn("fine@example.nl", ids["fine@example.nl"], status="5.7.1", code=554),
         b"this is not\r\n\r\n a mail at all",
     )
     report = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
     assert (report.counts["hard_bounce"], report.counts["soft_bounce"]) == (1, 1)
+    assert report.counts["failed"] == 1  # 5.7.1: our content refused, the person not suppressed
     assert report.counts["unreadable"] == 1  # skipped and counted, never fatal
     with engine.connect() as conn:
         assert conn.execute(select(Suppression.reason)).scalars().all() == ["hard_bounce"]
         statuses = dict(conn.execute(select(Delivery.message_id, Delivery.status)).all())
     assert statuses[ids["gone@example.nl"]] == "failed"
     assert statuses[ids["full@example.nl"]] == "sent"
+    assert statuses[ids["fine@example.nl"]] == "failed"
 
     again = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
     assert sum(again.counts.values()) == 0

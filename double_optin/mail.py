@@ -7,25 +7,17 @@ message, so it does not queue behind a campaign's throttle; it opens its own SMT
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
 
 from jinja2 import Environment
 
 from mailer.config import Settings
-from mailer.headers import check_header_value
 from mailer.sending import Connection
-from mailer.transport import Outcome, SmtpConnection, classify
+from mailer.transactional import deliver_one, transactional_message
 
 __all__ = ["ConfirmationMail", "build_confirmation", "deliver"]
-
-log = logging.getLogger("double_optin.mail")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +48,10 @@ def build_confirmation(
     }
     subject = env.get_template(f"mail/confirm_subject.{mail.locale}.txt").render(context).strip()
     body = env.get_template(f"mail/confirm.{mail.locale}.txt").render(context)
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(
-        check_header_value("From", sender.from_name), addr_spec=sender.from_address
-    )
-    message["To"] = mail.email
-    message["Subject"] = check_header_value("Subject", subject)
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.domain)
-    if sender.reply_to:
-        message["Reply-To"] = sender.reply_to
-    # RFC 3834 §5: sent by software on someone's request, so auto-responders must not answer it.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(body, charset="utf-8", cte="quoted-printable")
-    return message.as_bytes()
+    return transactional_message(
+        settings, to=mail.email, subject=subject, body=body, now=now,
+        auto_submitted="auto-generated",
+    )  # fmt: skip
 
 
 async def deliver(
@@ -83,17 +65,4 @@ async def deliver(
     Never raises: the person already has their answer page; a failure is logged, and they can
     ask for a new mail by signing up again.
     """
-    connection = connect() if connect else SmtpConnection(settings.smtp, settings.smtp_password)
-    try:
-        reply = await connection.send(settings.sender.from_address, recipient, data)
-    finally:
-        await connection.close()
-    if classify(reply) is not Outcome.SENT:
-        # The address is personal data: log the domain only.
-        log.warning(
-            "confirmation mail to a recipient at %s not accepted: %s",
-            recipient.rsplit("@", 1)[-1],
-            reply,
-        )
-        return False
-    return True
+    return await deliver_one(data, recipient, settings, what="confirmation mail", connect=connect)

@@ -8,23 +8,15 @@ answer page, so a slow relay never holds the unsubscribe itself.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP
-from email.utils import format_datetime, make_msgid
 
 from mailer.config import Settings
-from mailer.headers import check_header_value
 from mailer.render import make_environment
 from mailer.sending import Connection
-from mailer.transport import Outcome, SmtpConnection, classify
+from mailer.transactional import deliver_one, transactional_message
 
 __all__ = ["build_unsubscribe_ack", "send_unsubscribe_ack"]
-
-log = logging.getLogger("mailer.acknowledge")
 
 
 def build_unsubscribe_ack(
@@ -41,20 +33,9 @@ def build_unsubscribe_ack(
     }
     subject = env.get_template(f"mail/unsubscribed_subject.{locale}.txt").render(context).strip()
     body = env.get_template(f"mail/unsubscribed.{locale}.txt").render(context)
-    message = EmailMessage(policy=SMTP)
-    message["From"] = Address(
-        check_header_value("From", sender.from_name), addr_spec=sender.from_address
+    return transactional_message(
+        settings, to=email, subject=subject, body=body, now=now, auto_submitted="auto-replied"
     )
-    message["To"] = email
-    message["Subject"] = check_header_value("Subject", subject)
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.domain)
-    if sender.reply_to:
-        message["Reply-To"] = sender.reply_to
-    # RFC 3834 §5: an automatic answer to the person's action; auto-responders must not reply.
-    message["Auto-Submitted"] = "auto-replied"
-    message.set_content(body, charset="utf-8", cte="quoted-printable")
-    return message.as_bytes()
 
 
 async def send_unsubscribe_ack(
@@ -76,16 +57,6 @@ async def send_unsubscribe_ack(
     data = build_unsubscribe_ack(
         settings, email, list_title, locale=chosen, now=now or datetime.now(UTC)
     )
-    connection = connect() if connect else SmtpConnection(settings.smtp, settings.smtp_password)
-    try:
-        reply = await connection.send(settings.sender.from_address, email, data)
-    finally:
-        await connection.close()
-    if classify(reply) is not Outcome.SENT:
-        log.warning(
-            "unsubscribe acknowledgement to a recipient at %s not accepted: %s",
-            email.rsplit("@", 1)[-1],
-            reply,
-        )
-        return False
-    return True
+    return await deliver_one(
+        data, email, settings, what="unsubscribe acknowledgement", connect=connect
+    )

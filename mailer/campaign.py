@@ -95,6 +95,7 @@ def get_campaign(engine: Engine, name: str) -> Campaign:
 @dataclass
 class CampaignReport:
     campaign: str
+    status: str = ""  # of the campaign: draft, running (being sent), done, archived
     by_status: Counter[str] = field(default_factory=Counter)
     by_basis: Counter[str] = field(default_factory=Counter)
     by_skip_reason: Counter[str] = field(default_factory=Counter)
@@ -106,6 +107,7 @@ class CampaignReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "campaign": self.campaign,
+            "status": self.status,
             "total": self.total,
             "by_status": dict(sorted(self.by_status.items())),
             "by_basis": dict(sorted(self.by_basis.items())),
@@ -115,12 +117,14 @@ class CampaignReport:
 
 def report(engine: Engine, campaign: Campaign) -> CampaignReport:
     result = CampaignReport(campaign.name)
+    status_query = select(_campaign.c.status).where(_campaign.c.id == campaign.id)
     query = (
         select(_delivery.c.status, _delivery.c.basis, _delivery.c.skip_reason, func.count())
         .where(_delivery.c.campaign_id == campaign.id)
         .group_by(_delivery.c.status, _delivery.c.basis, _delivery.c.skip_reason)
     )
     with engine.connect() as conn:
+        result.status = conn.execute(status_query).scalar_one()
         for status, basis, skip_reason, count in conn.execute(query):
             result.by_status[status] += count
             if basis:

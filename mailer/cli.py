@@ -128,7 +128,15 @@ def campaign_plan(name: Annotated[str, typer.Argument(help="Campaign name.")]) -
 
 
 @campaign_app.command("send")
-def campaign_send(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+def campaign_send(
+    name: Annotated[str, typer.Argument(help="Campaign name.")],
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, max=64, help="Send from this many worker processes (0: from this process)."
+        ),
+    ] = 0,
+) -> None:
     """Plan and send; resumable, never mails anyone twice. Exit 1 if any delivery failed."""
     from mailer.sending import run_campaign
 
@@ -141,6 +149,8 @@ def campaign_send(name: Annotated[str, typer.Argument(help="Campaign name.")]) -
                     engine,
                     settings,
                     campaign,
+                    workers=workers,
+                    config_file=settings.source,
                     on_plan=progress.start,
                     on_progress=progress.advance,
                 )

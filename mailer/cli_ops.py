@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -163,3 +164,48 @@ def bounces_process(
 
 
 # -- privacy (issue 5): the person's rights, retention, consent proof -----------------------
+
+
+@app.command()
+def worker(
+    campaign: Annotated[
+        str | None, typer.Option(help="Send only this campaign (default: every running one).")
+    ] = None,
+    until_done: Annotated[
+        bool,
+        typer.Option(help="Exit once nothing is left to send, instead of waiting for more."),
+    ] = False,
+) -> None:
+    """Send the queued deliveries of running campaigns, sharing the work and the rate with
+    every other worker on any host. Stops cleanly on SIGTERM or Ctrl-C."""
+    from mailer.worker import run_worker
+
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        campaign_id = get_campaign(engine, campaign).id if campaign else None
+
+        async def work() -> dict[str, int]:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signal_number in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signal_number, stop.set)
+            summary = await run_worker(
+                engine, settings, campaign_id=campaign_id, until_done=until_done, stop=stop
+            )
+            return dict(summary.outcomes)
+
+        outcomes = asyncio.run(work())
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())) or "nothing"
+    output.line(f"Worker stopped: {counts}.")
+
+
+@campaign_app.command("queue")
+def campaign_queue(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+    """Plan the campaign and leave the sending to running `mailer worker` processes."""
+    from mailer.sending import queue_campaign
+
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        summary = queue_campaign(engine, settings, get_campaign(engine, name))
+    output.plan_table(summary.plan, title=f"Audience of {name}")
+    output.line(f'Campaign "{name}" is running: {summary.plan.allowed} deliveries for the workers.')

@@ -31,6 +31,7 @@ __all__ = [
     "Settings",
     "SmtpSettings",
     "ThrottleSettings",
+    "WorkerSettings",
     "WebSettings",
     "load_settings",
     "parse_settings",
@@ -104,6 +105,16 @@ class ThrottleSettings(_Section):
     # A run that has been paused this long because the server is down stops (exit 1); the
     # deliveries not yet tried stay queued for the next run.
     max_pause_seconds: float = Field(default=900.0, gt=0)
+
+
+class WorkerSettings(_Section):
+    # Deliveries a worker claims at a time (and holds in memory).
+    batch_size: int = Field(default=50, ge=1, le=1000)
+    # A worker that stops renewing its claims for this long is taken to be gone: its claims
+    # are then given to other workers. Keep it well above any clock difference between hosts.
+    lease_seconds: float = Field(default=60.0, gt=0)
+    # How often an idle worker looks for new work (and for claims of workers that died).
+    poll_seconds: float = Field(default=2.0, gt=0)
 
 
 class DatabaseSettings(_Section):
@@ -208,6 +219,7 @@ class Settings(_Section):
     sender: SenderSettings
     smtp: SmtpSettings = SmtpSettings()
     throttle: ThrottleSettings = ThrottleSettings()
+    worker: WorkerSettings = WorkerSettings()
     database: DatabaseSettings = DatabaseSettings()
     web: WebSettings = WebSettings()
     policy: PolicySettings = PolicySettings()

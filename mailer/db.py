@@ -44,7 +44,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_schema(engine: Engine) -> list[str]:
-    """Create missing tables and add missing nullable columns; idempotent.
+    """Create missing tables, add missing nullable columns and indexes; idempotent.
 
     Returns what it changed: table names, and `table.column` for added columns. New columns of
     later versions are always nullable, so an upgrade is an ALTER TABLE ADD COLUMN.
@@ -70,6 +70,11 @@ def create_schema(engine: Engine) -> list[str]:
                     kind = column.type.compile(dialect=conn.dialect)
                     conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
                     changed.append(f"{name}.{column.name}")
+                present_indexes = {i["name"] for i in inspector.get_indexes(name)}
+                for index in table.indexes:
+                    if index.name not in present_indexes:
+                        index.create(conn)
+                        changed.append(f"{name}.{index.name}")
     except OperationalError as exc:
         raise MailerError(f"The database at {engine.url!r} cannot be opened: {exc.orig}") from exc
     return changed

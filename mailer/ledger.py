@@ -1,14 +1,22 @@
-"""The hot path of a run against the delivery ledger: fetch due rows, claim, record.
+"""The delivery ledger as a work queue shared by any number of workers on any number of hosts.
 
-Statements are built once per run (SQLAlchemy then reuses their compiled form) and run on one
-connection held for the run: this is per-message work, and it must stay cheap next to SMTP.
+A worker claims due rows of running campaigns in batches (`SELECT ... FOR UPDATE SKIP LOCKED`
+on PostgreSQL; SQLite serialises writers anyway), marking them `claimed` under its name with a
+lease. Just before a message is handed to the server its row becomes `sending` (re-checking
+suppression, and only if the claim is still this worker's); the reply's outcome is recorded
+right after. When a worker stops, its claims go back to `queued` and its `sending` rows become
+`unknown` (they may have arrived: never resent); when it dies, another worker does the same once
+the lease has expired, or at once if the dead owner was a process on its own host.
+
+Per-message statements are compiled once per worker and run on one connection it holds: this is
+per-message work, and it must stay cheap next to SMTP.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -25,10 +33,13 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql import ClauseElement, ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from mailer.config import Settings
 from mailer.models import (
+    Campaign,
+    CampaignStatus,
     Consent,
     ConsentEvent,
     ConsentOrigin,
@@ -40,20 +51,34 @@ from mailer.models import (
 )
 from mailer.policy import SkipReason
 from mailer.render import Recipient
+from mailer.runlock import is_dead_local_process, owner_name
 
-__all__ = ["DueDelivery", "Ledger"]
+__all__ = ["DueDelivery", "Ledger", "TakeOver"]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
+_campaign = Campaign.__table__  # type: ignore[attr-defined]
+
+_HELD = (DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
+_PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, *_HELD)
 
 
 @dataclass(frozen=True, slots=True)
 class DueDelivery:
     delivery_id: int
+    campaign_id: int
     basis: str
     recipient: Recipient
+
+
+@dataclass(frozen=True, slots=True)
+class TakeOver:
+    """What giving back the rows of stopped or dead workers did."""
+
+    requeued: int = 0  # claimed, never handed to the server: queued again
+    in_doubt: int = 0  # were being handed over: marked unknown, never resent
 
 
 class _Prepared:
@@ -90,30 +115,22 @@ class _Prepared:
 
 
 class Ledger:
-    def __init__(self, engine: Engine, campaign_id: int, list_name: str, key_count: int) -> None:
+    """One worker's view of the shared delivery queue (see the module docstring)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        owner: str,
+        key_count: int,
+        lease_seconds: float,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._conn = engine.connect()
+        self.owner = owner
+        self.clock = clock
+        self.lease = timedelta(seconds=lease_seconds)
         d = _delivery.c
-        self._due = (
-            select(
-                d.id, d.basis, _contact.c.id.label("contact_id"), _contact.c.email,
-                _contact.c.first_name, _contact.c.last_name, _contact.c.locale,
-            )
-            .join(_contact, _contact.c.id == d.contact_id)
-            .where(
-                d.campaign_id == campaign_id,
-                d.id > bindparam("after"),
-                or_(
-                    d.status == DeliveryStatus.QUEUED,
-                    and_(d.status == DeliveryStatus.DEFERRED,
-                         d.next_attempt_at <= bindparam("now", type_=d.next_attempt_at.type)),
-                ),
-            )
-            .order_by(d.id)
-            .limit(bindparam("page"))
-        )  # fmt: skip
-        self._next_retry = select(func.min(d.next_attempt_at)).where(
-            d.campaign_id == campaign_id, d.status == DeliveryStatus.DEFERRED
-        )
         # One bind parameter per secret key: a suppression made before a key rotation holds.
         self._hash_params = [f"h{i}" for i in range(key_count)]
         # A suppression that the person lifted afterwards by confirming a new double opt-in
@@ -122,7 +139,7 @@ class Ledger:
             select(func.max(_consent.c.at))
             .where(
                 _consent.c.contact_id == d.contact_id,
-                _consent.c.list_name == list_name,
+                _consent.c.list_name == bindparam("list_name"),
                 _consent.c.event == ConsentEvent.CONFIRMED,
                 _consent.c.origin == ConsentOrigin.WEB,
             )
@@ -131,27 +148,37 @@ class Ledger:
         )
         suppressed = exists().where(
             _suppression.c.address_hash.in_([bindparam(p) for p in self._hash_params]),
-            or_(_suppression.c.scope.is_(None), _suppression.c.scope == list_name),
+            or_(_suppression.c.scope.is_(None), _suppression.c.scope == bindparam("list_name")),
             or_(self_confirmed.is_(None), _suppression.c.at >= self_confirmed),
         )
-        # Spelled out rather than IN (...): an expanding IN cannot be compiled once (_Prepared).
-        pending = and_(
+        # Only a row this worker still holds: after a lease was lost, another worker owns it.
+        mine = and_(
             d.id == bindparam("delivery_id"),
-            or_(d.status == DeliveryStatus.QUEUED, d.status == DeliveryStatus.DEFERRED),
+            d.status == DeliveryStatus.CLAIMED,
+            d.lease_owner == bindparam("owner"),
         )
-        self._claim = (
+        c = _contact.c
+        self._recipients = select(c.id, c.email, c.first_name, c.last_name, c.locale).where(
+            c.id.in_(bindparam("ids", expanding=True))
+        )
+        dialect = self._conn.dialect
+        self._start_sql = _Prepared(
             update(_delivery)
-            .where(pending, ~suppressed)
+            .where(mine, ~suppressed)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
-            .returning(d.attempts)
+            .returning(d.attempts),
+            dialect,
         )
         self._suppress = (
             update(_delivery)
-            .where(pending, suppressed)
-            .values(status=DeliveryStatus.SUPPRESSED, skip_reason=SkipReason.SUPPRESSED)
+            .where(mine, suppressed)
+            .values(
+                status=DeliveryStatus.SUPPRESSED,
+                skip_reason=SkipReason.SUPPRESSED,
+                lease_owner=None,
+                lease_until=None,
+            )
         )
-        dialect = self._conn.dialect
-        self._claim_sql = _Prepared(self._claim, dialect)
         self._record_sql = _Prepared(
             update(_delivery)
             .where(d.id == bindparam("delivery_id"))
@@ -161,38 +188,175 @@ class Ledger:
                 message_id=bindparam("message_id"),
                 sent_at=bindparam("sent_at", type_=d.sent_at.type),
                 next_attempt_at=bindparam("next_attempt_at", type_=d.next_attempt_at.type),
+                lease_owner=None,
+                lease_until=None,
             ),
             dialect,
         )
 
-    def due(self, after_id: int, now: datetime, page: int) -> list[DueDelivery]:
-        with self._conn.begin():
-            rows = self._conn.execute(self._due, {"after": after_id, "now": now, "page": page})
-            return [
-                DueDelivery(
-                    r.id,
-                    r.basis,
-                    Recipient(r.contact_id, r.email, r.first_name, r.last_name, r.locale),
-                )
-                for r in rows
-            ]
+    @classmethod
+    def open(cls, engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> Ledger:
+        """A ledger for a new worker, named after this host and process."""
+        return cls(
+            engine,
+            owner=owner_name(),
+            key_count=len(settings.require_secret_keys()),
+            lease_seconds=settings.worker.lease_seconds,
+            clock=clock,
+        )
 
-    def next_retry_at(self) -> datetime | None:
+    # -- claiming a batch ----------------------------------------------------------------------
+
+    def claim(self, limit: int, campaign_id: int | None = None) -> list[DueDelivery]:
+        """Take up to `limit` due rows of running campaigns (of one, if given), oldest first."""
+        now = self.clock()
+        d = _delivery.c
+        running = select(_campaign.c.id).where(_campaign.c.status == CampaignStatus.RUNNING)
+        scope = [d.campaign_id.in_(running)]
+        if campaign_id is not None:
+            scope.append(d.campaign_id == campaign_id)
+        due_now = (
+            d.status == DeliveryStatus.QUEUED,
+            and_(d.status == DeliveryStatus.DEFERRED, d.next_attempt_at <= now),
+        )
+        taken: list[Any] = []
         with self._conn.begin():
-            moment: datetime | None = self._conn.execute(self._next_retry).scalar()
+            for due in due_now:
+                want = limit - len(taken)
+                if want <= 0:
+                    break
+                # Rows another worker is claiming right now are skipped, not waited for. The
+                # pick is a materialised CTE: as a plain `IN (subquery)` PostgreSQL may run it
+                # again per row, each run skipping the rows the last one locked, and ignore
+                # the LIMIT (found by test_ledger_queue).
+                pick = (
+                    select(d.id)
+                    .where(due, *scope)
+                    .order_by(d.id)
+                    .limit(want)
+                    .with_for_update(skip_locked=True)
+                    .cte("pick")
+                    .prefix_with("MATERIALIZED", dialect="postgresql")
+                )
+                taken += self._conn.execute(
+                    update(_delivery)
+                    .where(d.id.in_(select(pick.c.id)), due)
+                    .values(
+                        status=DeliveryStatus.CLAIMED,
+                        lease_owner=self.owner,
+                        lease_until=now + self.lease,
+                    )
+                    .returning(d.id, d.campaign_id, d.basis, d.contact_id)
+                )
+            if not taken:
+                return []
+            people = {
+                r.id: Recipient(r.id, r.email, r.first_name, r.last_name, r.locale)
+                for r in self._conn.execute(
+                    self._recipients, {"ids": [row.contact_id for row in taken]}
+                )
+            }
+        jobs = [DueDelivery(r.id, r.campaign_id, r.basis, people[r.contact_id]) for r in taken]
+        jobs.sort(key=lambda job: job.delivery_id)
+        return jobs
+
+    def renew(self) -> None:
+        """Extend the lease on everything this worker holds."""
+        with self._conn.begin():
+            self._conn.execute(
+                update(_delivery)
+                .where(_delivery.c.status.in_(_HELD), _delivery.c.lease_owner == self.owner)
+                .values(lease_until=self.clock() + self.lease)
+            )
+
+    def release(self) -> TakeOver:
+        """Give back what this worker holds: when it stops, or after its tasks were cancelled."""
+        return self._give_back(_delivery.c.lease_owner == self.owner)
+
+    def take_over(self, campaign_id: int | None = None) -> TakeOver:
+        """Give back the rows of workers whose lease expired or that died on this host."""
+        d = _delivery.c
+        now = self.clock()
+        with self._conn.begin():
+            owners = self._conn.execute(
+                select(d.lease_owner)
+                .distinct()
+                .where(d.status.in_(_HELD), d.lease_owner.is_not(None), d.lease_until >= now)
+            ).scalars()
+            dead = [owner for owner in owners if is_dead_local_process(owner)]
+        gone = or_(d.lease_owner.is_(None), d.lease_until < now, d.lease_owner.in_(dead))
+        if campaign_id is not None:
+            gone = and_(gone, d.campaign_id == campaign_id)
+        return self._give_back(gone)
+
+    def _give_back(self, which: ColumnElement[bool]) -> TakeOver:
+        d = _delivery.c
+        counts = []
+        with self._conn.begin():
+            for held, becomes in (
+                (DeliveryStatus.CLAIMED, DeliveryStatus.QUEUED),
+                (DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN),
+            ):
+                result = self._conn.execute(
+                    update(_delivery)
+                    .where(d.status == held, which)
+                    .values(status=becomes, lease_owner=None, lease_until=None)
+                )
+                counts.append(int(result.rowcount))
+        return TakeOver(*counts)
+
+    # -- what is left --------------------------------------------------------------------------
+
+    def pending(self, campaign_id: int | None) -> bool:
+        """Whether the campaign (or any running one) has rows not finished: due, deferred, held."""
+        d = _delivery.c
+        if campaign_id is None:
+            running = select(_campaign.c.id).where(_campaign.c.status == CampaignStatus.RUNNING)
+            which = d.campaign_id.in_(running)
+        else:
+            which = d.campaign_id == campaign_id
+        with self._conn.begin():
+            query = select(exists().where(which, d.status.in_(_PENDING)))
+            return bool(self._conn.execute(query).scalar())
+
+    def next_retry_at(self, campaign_id: int | None = None) -> datetime | None:
+        d = _delivery.c
+        query = select(func.min(d.next_attempt_at)).where(d.status == DeliveryStatus.DEFERRED)
+        if campaign_id is not None:
+            query = query.where(d.campaign_id == campaign_id)
+        with self._conn.begin():
+            moment: datetime | None = self._conn.execute(query).scalar()
         return moment
 
-    def claim(self, delivery_id: int, hashes: Sequence[str]) -> int | str | None:
-        """Claim a due row for sending, re-checking suppression (rule 3) in the same statement.
+    def finish_campaigns(self) -> None:
+        """Mark running campaigns with nothing left `done`, unless a `campaign send` holds one."""
+        c, d = _campaign.c, _delivery.c
+        left = exists().where(d.campaign_id == c.id, d.status.in_(_PENDING))
+        with self._conn.begin():
+            self._conn.execute(
+                update(_campaign)
+                .where(c.status == CampaignStatus.RUNNING, c.run_owner.is_(None), ~left)
+                .values(status=CampaignStatus.DONE)
+            )
+
+    # -- one message ---------------------------------------------------------------------------
+
+    def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
+        """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
 
         Returns the attempt number, `"suppressed"` if the person was suppressed meanwhile (the
-        row is marked so), or None if the row is no longer due (another run took it).
+        row is marked so), or None if the row is no longer this worker's (its lease was lost).
         """
-        params = {"delivery_id": delivery_id, **dict(zip(self._hash_params, hashes, strict=True))}
+        params = {
+            "delivery_id": job.delivery_id,
+            "owner": self.owner,
+            "list_name": list_name,
+            **dict(zip(self._hash_params, hashes, strict=True)),
+        }
         with self._conn.begin():
-            claimed = self._claim_sql.run(self._conn, params).first()
-            if claimed is not None:
-                return int(claimed[0])
+            started = self._start_sql.run(self._conn, params).first()
+            if started is not None:
+                return int(started[0])
             if self._conn.execute(self._suppress, params).rowcount:
                 return DeliveryStatus.SUPPRESSED.value
         return None

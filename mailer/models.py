@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Dialect, TypeDecorator, UniqueConstraint
+from sqlalchemy import Column, DateTime, Dialect, Index, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -24,6 +24,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "Purchase",
+    "SendRate",
     "SignupAttempt",
     "Suppression",
     "SuppressionReason",
@@ -86,6 +87,9 @@ class CampaignStatus(StrEnum):
 
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"
+    # Taken by a worker (lease_owner) but not yet handed to the server: safe to give back.
+    CLAIMED = "claimed"
+    # Being handed to the server; if the worker dies now the row becomes `unknown`.
     SENDING = "sending"
     SENT = "sent"
     DEFERRED = "deferred"
@@ -186,19 +190,39 @@ class Campaign(SQLModel, table=True):
 class Delivery(SQLModel, table=True):
     """The ledger: one row per (campaign, contact); the record of rule 8."""
 
-    __table_args__ = (UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_once"),)
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "contact_id", name="uq_delivery_once"),
+        # Workers claim queued rows in id order: an ordered index scan, however many are sent.
+        Index("ix_delivery_status_id", "status", "id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id", index=True)
     contact_id: int | None = Field(default=None, foreign_key="contact.id", index=True)
     basis: str | None = Field(default=None, max_length=32)
     skip_reason: str | None = Field(default=None, max_length=32)
-    status: str = Field(max_length=16, index=True)
+    status: str = Field(max_length=16)
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=_utc_column())
     smtp_reply: str | None = Field(default=None, max_length=1000)
     message_id: str | None = Field(default=None, max_length=200)
     sent_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    # The worker that claimed the row, and until when its claim holds without a renewal.
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_until: datetime | None = Field(default=None, sa_column=_utc_column())
+
+
+class SendRate(SQLModel, table=True):
+    """The next free sending slot per rate (global "*" or "@domain"), shared by all workers.
+
+    Times are seconds since the epoch on the database server's clock, so hosts whose clocks
+    differ still space their messages correctly.
+    """
+
+    __tablename__ = "send_rate"
+
+    key: str = Field(primary_key=True, max_length=300)
+    next_free: float
 
 
 class SignupAttempt(SQLModel, table=True):

@@ -82,7 +82,7 @@ def report_table(report: CampaignReport) -> None:
     rows += [("basis", k, v) for k, v in sorted(report.by_basis.items())]
     rows += [("skipped", k, v) for k, v in sorted(report.by_skip_reason.items())]
     rows.append(("total", "", report.total))
-    table = _table(f"Report of {report.campaign}", rows)
+    table = _table(f"Report of {report.campaign} ({report.status})", rows)
     table.columns[0].header, table.columns[1].header = "counted by", "value"
     _out.print(table)
 

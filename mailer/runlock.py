@@ -19,7 +19,7 @@ from sqlalchemy import Engine, and_, or_, select, update
 from mailer.errors import MailerError
 from mailer.models import Campaign
 
-__all__ = ["CampaignBusy", "RunLock", "owner_name"]
+__all__ = ["CampaignBusy", "RunLock", "is_dead_local_process", "owner_name"]
 
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
 
@@ -32,7 +32,7 @@ def owner_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def _is_dead_local_process(owner: str) -> bool:
+def is_dead_local_process(owner: str) -> bool:
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -78,7 +78,7 @@ class RunLock:
             holder, seen = conn.execute(
                 select(c.run_owner, c.run_heartbeat).where(c.id == self.campaign.id)
             ).one()
-            if holder and _is_dead_local_process(holder):
+            if holder and is_dead_local_process(holder):
                 taken = conn.execute(
                     update(_campaign)
                     .where(and_(c.id == self.campaign.id, c.run_owner == holder))

@@ -1,16 +1,21 @@
 """Rate limits: a global rate, a per-domain rate, and backoff arithmetic.
 
 The arithmetic (`TokenBucket.reserve`, `backoff_delay`) is pure: it takes the time and returns
-a time. `Throttle` applies it with an injected clock and sleep, so tests can drive it without
-waiting. Concurrency is capped by the number of sending connections (`smtp.max_connections`).
+a time. `Throttle` books its slots in a `SlotBook`: `LocalSlots` keeps the buckets in memory
+with an injected clock, so tests can drive it without waiting; `mailer.sharedrate.SharedRate`
+keeps them in the database, so all workers on all hosts share one rate. Concurrency is capped
+by the number of sending connections (`smtp.max_connections`) per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-__all__ = ["Throttle", "TokenBucket", "backoff_delay"]
+__all__ = ["GLOBAL_KEY", "LocalSlots", "SlotBook", "Throttle", "TokenBucket", "backoff_delay"]
+
+GLOBAL_KEY = "*"  # the bucket of the global rate; a domain's bucket is keyed "@domain"
 
 
 class TokenBucket:
@@ -43,6 +48,27 @@ def backoff_delay(attempt: int, base_seconds: float, cap_seconds: float = 6 * 36
     return float(min(base_seconds * 2 ** min(attempt - 1, 64), cap_seconds))
 
 
+class SlotBook(Protocol):
+    def delay(self, key: str, interval: float) -> float:
+        """Book the next slot of the bucket `key` (events `interval` s apart); seconds to wait."""
+        ...
+
+
+class LocalSlots:
+    """Token buckets in this process's memory, on an injected clock."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def delay(self, key: str, interval: float) -> float:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(1.0 / interval)
+        now = self._clock()
+        return bucket.reserve(now) - now
+
+
 class Throttle:
     """Waits until a message to `domain` may go out under both the domain and the global rate."""
 
@@ -53,33 +79,27 @@ class Throttle:
         *,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        slots: SlotBook | None = None,
     ) -> None:
-        self._global = TokenBucket(messages_per_second)
-        self._per_domain_rate = per_domain_per_minute / 60.0
-        self._domains: dict[str, TokenBucket] = {}
-        self._clock = clock
+        if messages_per_second < 0 or per_domain_per_minute < 0:
+            raise ValueError("a rate cannot be negative")
+        self._global_interval = 1.0 / messages_per_second if messages_per_second else 0.0
+        self._domain_interval = 60.0 / per_domain_per_minute if per_domain_per_minute else 0.0
+        self._slots = slots or LocalSlots(clock or (lambda: asyncio.get_running_loop().time()))
         self._sleep = sleep
 
     @property
     def unlimited(self) -> bool:
-        return not self._global.interval and not self._per_domain_rate
-
-    def _now(self) -> float:
-        return self._clock() if self._clock else asyncio.get_running_loop().time()
+        return not self._global_interval and not self._domain_interval
 
     async def wait_turn(self, domain: str) -> None:
-        if self.unlimited:
-            return
-        if self._per_domain_rate:
-            bucket = self._domains.get(domain)
-            if bucket is None:
-                bucket = self._domains[domain] = TokenBucket(self._per_domain_rate)
-            await self._until(bucket.reserve(self._now()))
+        if self._domain_interval:
+            await self._wait(self._slots.delay(f"@{domain}", self._domain_interval))
         # The global slot is booked only once the domain allows the send, so a busy domain
         # does not hold up messages to other domains.
-        await self._until(self._global.reserve(self._now()))
+        if self._global_interval:
+            await self._wait(self._slots.delay(GLOBAL_KEY, self._global_interval))
 
-    async def _until(self, moment: float) -> None:
-        delay = moment - self._now()
+    async def _wait(self, delay: float) -> None:
         if delay > 0:
             await self._sleep(delay)

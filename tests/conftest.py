@@ -127,7 +127,7 @@ def send_settings(db_url: str, sink: SmtpSink) -> Settings:
 
 # -- PostgreSQL (127.0.0.1:5432, trust auth): one fresh database per test session -------------
 
-_TABLES = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt"
+_TABLES = "contact, consent, purchase, suppression, campaign, delivery, signup_attempt, send_rate"
 
 
 @pytest.fixture(scope="session")

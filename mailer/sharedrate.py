@@ -1,0 +1,58 @@
+"""The rate limits of all workers together, kept in the database they share.
+
+Each bucket is one `send_rate` row holding its next free slot. Booking a slot is one atomic
+upsert: `next_free = max(next_free, now) + interval`, returning the slot booked and the time
+it was booked at. PostgreSQL locks the row for the statement, SQLite the whole database, so
+two workers never book the same slot, and any window of one second holds at most rate + 1
+slots however many workers there are. The arithmetic is `TokenBucket.reserve`, in SQL.
+
+"now" is the database server's clock, not the worker's: workers on hosts whose clocks differ
+then still space their messages correctly (each waits `slot - now`, measured on one clock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import Engine, text
+
+from mailer.throttle import SlotBook
+
+__all__ = ["SharedRate"]
+
+_NOW = {
+    "postgresql": "EXTRACT(EPOCH FROM clock_timestamp())",
+    "sqlite": "((julianday('now') - 2440587.5) * 86400.0)",
+}
+
+_BOOK = """
+INSERT INTO send_rate (key, next_free) VALUES (:key, {now} + :interval)
+ON CONFLICT (key) DO UPDATE
+SET next_free = CASE WHEN send_rate.next_free > {now} THEN send_rate.next_free ELSE {now} END
+    + :interval
+RETURNING next_free - :interval, {now}
+"""
+
+
+class SharedRate(SlotBook):
+    """A `SlotBook` in the `send_rate` table. `clock` replaces the server's clock in tests."""
+
+    def __init__(self, engine: Engine, *, clock: Callable[[], float] | None = None) -> None:
+        self._engine = engine
+        self._clock = clock
+        now = ":now" if clock is not None else _NOW.get(engine.dialect.name)
+        if now is None:
+            raise NotImplementedError(f"no server clock for {engine.dialect.name}")
+        self._book = text(_BOOK.format(now=now))
+        self._conn = engine.connect()
+
+    def delay(self, key: str, interval: float) -> float:
+        params: dict[str, object] = {"key": key, "interval": interval}
+        if self._clock is not None:
+            params["now"] = self._clock()
+        with self._conn.begin():
+            slot, now = self._conn.execute(self._book, params).one()
+        return float(slot) - float(now)
+
+    def close(self) -> None:
+        self._conn.close()

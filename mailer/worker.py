@@ -1,0 +1,323 @@
+"""A sending worker: claims due deliveries in batches, sends each, records each.
+
+The same loop serves `mailer campaign send` (one campaign, until it is finished) and
+`mailer worker` (every running campaign, until stopped). Several workers, in one process or
+on several hosts, share the queue through the ledger (mailer.ledger) and one rate through the
+database (mailer.sharedrate).
+
+Inside a worker: one task claims batches into a queue, `smtp.max_connections` tasks each own
+one SMTP connection and send from it, and one task renews the lease on what is held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from mailer.breaker import Breaker
+from mailer.campaign import content_of
+from mailer.config import Settings
+from mailer.errors import InputError, MailerError, NotFoundError, TransportError
+from mailer.ledger import DueDelivery, Ledger, TakeOver
+from mailer.models import Campaign, DeliveryStatus
+from mailer.render import MessageFactory, make_environment
+from mailer.sharedrate import SharedRate
+from mailer.throttle import Throttle, backoff_delay
+from mailer.tokens import TokenSigner, address_hashes
+from mailer.transport import Outcome, Reply, SmtpConnection, classify
+
+__all__ = [
+    "Clock",
+    "Connection",
+    "ServerUnreachable",
+    "WorkSummary",
+    "run_worker",
+]
+
+Clock = Callable[[], datetime]
+ProgressCallback = Callable[[str], None]
+
+
+class ServerUnreachable(TransportError):
+    """The server stayed down for longer than `throttle.max_pause_seconds`."""
+
+
+class Connection(Protocol):
+    async def send(self, sender: str, recipient: str, message: bytes) -> Reply: ...
+    async def probe(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _monotonic() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@dataclass
+class WorkSummary:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    taken_over: TakeOver = TakeOver()
+
+
+class _Sender:
+    """Per-message work: start the row, render, send, classify the reply, record it."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        ledger: Ledger,
+        clock: Clock,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.ledger = ledger
+        self.clock = clock
+        self.on_progress = on_progress
+        self.keys = settings.require_secret_keys()
+        self.signer = TokenSigner(self.keys)
+        self.env = make_environment(settings)
+        self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
+        t = settings.throttle
+        self.rate = SharedRate(engine)
+        self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute, slots=self.rate)
+        self.breaker = Breaker()
+        self.outcomes: Counter[str] = Counter()
+
+    def campaign(self, campaign_id: int) -> tuple[Campaign, MessageFactory]:
+        known = self.campaigns.get(campaign_id)
+        if known is None:
+            with Session(self.engine) as session:
+                campaign = session.get(Campaign, campaign_id)
+            if campaign is None:
+                raise NotFoundError(f"campaign {campaign_id} disappeared while being sent")
+            factory = MessageFactory(
+                self.env, self.settings, content_of(campaign), self.signer.unsubscribe_token
+            )
+            known = self.campaigns[campaign_id] = (campaign, factory)
+        return known
+
+    def progress(self, status: str) -> None:
+        self.outcomes[status] += 1
+        if self.on_progress is not None:
+            self.on_progress(status)
+
+    def record(self, job: DueDelivery, attempts: int, reply: Reply, message_id: str) -> None:
+        now = self.clock()
+        outcome = classify(reply)
+        next_attempt_at = None
+        if outcome is Outcome.SENT:
+            status = DeliveryStatus.SENT
+        elif outcome is Outcome.RETRY and attempts < self.settings.throttle.max_attempts:
+            status = DeliveryStatus.DEFERRED
+            delay = backoff_delay(attempts, self.settings.throttle.retry_base_seconds)
+            next_attempt_at = now + timedelta(seconds=delay)
+        else:
+            status = DeliveryStatus.FAILED
+        bounce_hash = None
+        if outcome is Outcome.HARD_BOUNCE:
+            bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
+        self.breaker.record(outcome is Outcome.RETRY, _monotonic())
+        self.ledger.record(
+            job.delivery_id,
+            status=status,
+            smtp_reply=str(reply),
+            message_id=message_id,
+            at=now,
+            next_attempt_at=next_attempt_at,
+            hard_bounce_hash=bounce_hash,
+        )
+        self.progress(status)
+
+    async def through_breaker(self, connection: Connection) -> None:
+        """Wait while the server looks down; one task probes it with a connection, no message."""
+        paused_since = None
+        while (wait := self.breaker.wait(_monotonic())) != 0.0:
+            paused_since = paused_since or _monotonic()
+            if _monotonic() - paused_since > self.settings.throttle.max_pause_seconds:
+                raise ServerUnreachable(
+                    f"The SMTP server {self.settings.smtp.host}:{self.settings.smtp.port} has "
+                    f"not answered for {self.settings.throttle.max_pause_seconds:.0f} s; the run "
+                    "stopped. Deliveries not yet sent stay queued: run the campaign again."
+                )
+            if wait is None:
+                self.breaker.probed(await connection.probe(), _monotonic())
+            else:
+                await asyncio.sleep(wait)
+
+    async def deliver(self, job: DueDelivery, connection: Connection) -> None:
+        await self.through_breaker(connection)
+        await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
+        campaign, factory = self.campaign(job.campaign_id)
+        hashes = address_hashes(job.recipient.email, self.keys)
+        attempts = self.ledger.start(job, campaign.list_name, hashes)
+        if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
+            self.progress(DeliveryStatus.SUPPRESSED)
+            return
+        if not isinstance(attempts, int):
+            return  # the lease was lost: the row is another worker's now
+        try:
+            message = factory.render(
+                job.recipient,
+                basis=job.basis,
+                now=self.clock(),
+                delivery_ref=f"{job.campaign_id}.{job.delivery_id}",
+            )
+        except InputError as bad:
+            # One recipient's data (a name with a control character, a variable image URL
+            # that is not https) fails that delivery, not the run.
+            self.ledger.record(
+                job.delivery_id,
+                status=DeliveryStatus.FAILED,
+                smtp_reply=f"not sent: {bad}",
+                message_id="",
+                at=self.clock(),
+            )
+            self.progress(DeliveryStatus.FAILED)
+            return
+        reply = await connection.send(
+            self.settings.sender.from_address, job.recipient.email, message.data
+        )
+        self.record(job, attempts, reply, message.message_id)
+
+
+class _Loop:
+    def __init__(
+        self,
+        sender: _Sender,
+        ledger: Ledger,
+        *,
+        campaign_id: int | None,
+        until_done: bool,
+        stop: asyncio.Event,
+    ) -> None:
+        self.sender = sender
+        self.ledger = ledger
+        self.campaign_id = campaign_id
+        self.until_done = until_done
+        self.stop = stop
+        worker = sender.settings.worker
+        self.batch = worker.batch_size
+        self.poll = worker.poll_seconds
+        self.connections = sender.settings.smtp.max_connections
+        self.queue: asyncio.Queue[DueDelivery | None] = asyncio.Queue()
+        self.room = asyncio.Event()
+        self.taken_over = TakeOver()
+
+    async def produce(self) -> None:
+        try:
+            while not self.stop.is_set():
+                if self.queue.qsize() >= self.connections:
+                    self.room.clear()
+                    await self._until(self.room.wait())
+                    continue
+                jobs = self.ledger.claim(self.batch - self.queue.qsize(), self.campaign_id)
+                for job in jobs:
+                    self.queue.put_nowait(job)
+                if jobs:
+                    continue
+                await self.queue.join()  # what is in flight is recorded before we look again
+                if await self._idle():
+                    break
+        finally:
+            for _ in range(self.connections):
+                self.queue.put_nowait(None)
+
+    async def _idle(self) -> bool:
+        """Nothing due now: take over lost rows, and say whether the loop is finished."""
+        taken = self.ledger.take_over(self.campaign_id)
+        self.taken_over = TakeOver(
+            self.taken_over.requeued + taken.requeued, self.taken_over.in_doubt + taken.in_doubt
+        )
+        if taken.requeued:
+            return False
+        self.ledger.finish_campaigns()
+        if self.until_done and not self.ledger.pending(self.campaign_id):
+            return True
+        wait = self.poll
+        retry_at = self.ledger.next_retry_at(self.campaign_id)
+        if retry_at is not None:
+            wait = min(wait, max(0.0, (retry_at - self.sender.clock()).total_seconds()))
+        await self._until(asyncio.sleep(wait))
+        return False
+
+    async def _until(self, waiting: Awaitable[object]) -> None:
+        """Wait for `waiting`, or less if the worker is asked to stop."""
+        stopping = asyncio.ensure_future(self.stop.wait())
+        waited = asyncio.ensure_future(waiting)
+        await asyncio.wait({stopping, waited}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stopping, waited):
+            task.cancel()
+
+    async def consume(self, connection: Connection) -> None:
+        try:
+            while (job := await self.queue.get()) is not None:
+                if self.queue.qsize() < self.connections:
+                    self.room.set()
+                try:
+                    if not self.stop.is_set():  # when stopping, the rest is given back
+                        await self.sender.deliver(job, connection)
+                finally:
+                    self.queue.task_done()
+        finally:
+            await connection.close()
+
+    async def keep_lease(self) -> None:
+        interval = self.sender.settings.worker.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            self.ledger.renew()
+
+
+async def run_worker(
+    engine: Engine,
+    settings: Settings,
+    *,
+    campaign_id: int | None = None,
+    until_done: bool = False,
+    connect: Callable[[], Connection] | None = None,
+    clock: Clock = utc_now,
+    on_progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+) -> WorkSummary:
+    """Send due deliveries of running campaigns (or of one) until `stop` is set.
+
+    With `until_done`, return once the campaign has nothing left (nothing queued, deferred, or
+    held by a live worker). Whatever this worker still holds when it returns or fails is given
+    back: claimed rows queued again, rows being handed over marked `unknown`.
+    """
+    ledger = Ledger.open(engine, settings, clock)
+    sender = _Sender(engine, settings, ledger, clock, on_progress)
+    loop = _Loop(
+        sender,
+        ledger,
+        campaign_id=campaign_id,
+        until_done=until_done,
+        stop=stop or asyncio.Event(),
+    )
+    make = connect or (lambda: SmtpConnection(settings.smtp, settings.smtp_password))
+    try:
+        async with asyncio.TaskGroup() as group:  # one failing task stops them all
+            lease = group.create_task(loop.keep_lease())
+            group.create_task(loop.produce())
+            consumers = [group.create_task(loop.consume(make())) for _ in range(loop.connections)]
+            await asyncio.wait(consumers)
+            lease.cancel()
+    except* MailerError as failed:
+        raise failed.exceptions[0] from None
+    finally:
+        ledger.release()
+        ledger.close()
+        sender.rate.close()
+    return WorkSummary(sender.outcomes, loop.taken_over)

@@ -97,3 +97,46 @@ def timer() -> float:
 
 os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database on 127.0.0.1:5432 for one benchmark run, dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    name = f"mailer_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+CONFIG = """
+[sender]
+organization = "Bakkerij Voorbeeld B.V."
+from_name = "Bakkerij Voorbeeld"
+from_address = "nieuws@bakkerij.example"
+postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
+[database]
+url = "{url}"
+[lists.newsletter]
+title = "Nieuwsbrief"
+wording = "Ja, ik wil de nieuwsbrief."
+"""
+
+
+def write_config(folder: Path, url: str, extra: str = "") -> Path:
+    """A settings file for the `mailer` command: a sender, a list, the database, `extra`."""
+    config = folder / "mailer.toml"
+    config.write_text(CONFIG.format(url=url) + extra, encoding="utf-8")
+    return config

@@ -126,13 +126,14 @@ class Ledger:
         lease_seconds: float,
         clock: Callable[[], datetime],
     ) -> None:
+        self._engine = engine
         self._conn = engine.connect()
         self.owner = owner
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
         d = _delivery.c
         # One bind parameter per secret key: a suppression made before a key rotation holds.
-        self._hash_params = [f"h{i}" for i in range(key_count)]
+        self.hash_params = [f"h{i}" for i in range(key_count)]
         # A suppression that the person lifted afterwards by confirming a new double opt-in
         # for this list on our own page (policy rule 1) no longer blocks, as in policy.decide.
         self_confirmed = (
@@ -147,7 +148,7 @@ class Ledger:
             .scalar_subquery()
         )
         suppressed = exists().where(
-            _suppression.c.address_hash.in_([bindparam(p) for p in self._hash_params]),
+            _suppression.c.address_hash.in_([bindparam(p) for p in self.hash_params]),
             or_(_suppression.c.scope.is_(None), _suppression.c.scope == bindparam("list_name")),
             or_(self_confirmed.is_(None), _suppression.c.at >= self_confirmed),
         )
@@ -162,14 +163,14 @@ class Ledger:
             c.id.in_(bindparam("ids", expanding=True))
         )
         dialect = self._conn.dialect
-        self._start_sql = _Prepared(
+        self.start_sql = _Prepared(
             update(_delivery)
             .where(mine, ~suppressed)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
             .returning(d.attempts),
             dialect,
         )
-        self._suppress = (
+        self.suppress = (
             update(_delivery)
             .where(mine, suppressed)
             .values(
@@ -179,7 +180,7 @@ class Ledger:
                 lease_until=None,
             )
         )
-        self._record_sql = _Prepared(
+        self.record_sql = _Prepared(
             update(_delivery)
             .where(d.id == bindparam("delivery_id"))
             .values(
@@ -193,6 +194,7 @@ class Ledger:
             ),
             dialect,
         )
+        self._lane = Lane(self, engine)
 
     @classmethod
     def open(cls, engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> Ledger:
@@ -341,6 +343,45 @@ class Ledger:
 
     # -- one message ---------------------------------------------------------------------------
 
+    def lane(self) -> Lane:
+        """A path for one sending connection's per-message statements (see `Lane`)."""
+        return Lane(self, self._engine)
+
+    def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
+        return self._lane.start(job, list_name, hashes)
+
+    def record(self, delivery_id: int, **outcome: Any) -> None:
+        self._lane.record(delivery_id, **outcome)
+
+    def close(self) -> None:
+        self._lane.close()
+        self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Lane:
+    """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
+
+    A lane has its own autocommit connection: each statement is its own transaction, one
+    round trip instead of three, and a worker can run one lane's statements in a thread while
+    its other connections talk SMTP (on PostgreSQL each of these commits waits for the disk).
+    """
+
+    def __init__(self, ledger: Ledger, engine: Engine) -> None:
+        self._ledger = ledger
+        self._engine = engine
+        self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
     def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
         """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
 
@@ -349,16 +390,15 @@ class Ledger:
         """
         params = {
             "delivery_id": job.delivery_id,
-            "owner": self.owner,
+            "owner": self._ledger.owner,
             "list_name": list_name,
-            **dict(zip(self._hash_params, hashes, strict=True)),
+            **dict(zip(self._ledger.hash_params, hashes, strict=True)),
         }
-        with self._conn.begin():
-            started = self._start_sql.run(self._conn, params).first()
-            if started is not None:
-                return int(started[0])
-            if self._conn.execute(self._suppress, params).rowcount:
-                return DeliveryStatus.SUPPRESSED.value
+        started = self._ledger.start_sql.run(self._conn, params).first()
+        if started is not None:
+            return int(started[0])
+        if self._conn.execute(self._ledger.suppress, params).rowcount:
+            return DeliveryStatus.SUPPRESSED.value
         return None
 
     def record(
@@ -373,38 +413,27 @@ class Ledger:
         hard_bounce_hash: str | None = None,
     ) -> None:
         """Store a reply's outcome; a hard bounce also suppresses the address, atomically."""
-        with self._conn.begin():
-            self._record_sql.run(
-                self._conn,
-                {
-                    "delivery_id": delivery_id,
-                    "status": status,
-                    "smtp_reply": smtp_reply[:1000],
-                    "message_id": message_id,
-                    "sent_at": at if status is DeliveryStatus.SENT else None,
-                    "next_attempt_at": next_attempt_at,
-                },
-            )
-            if hard_bounce_hash is not None:
-                self._conn.execute(
-                    _suppression.insert().values(
-                        address_hash=hard_bounce_hash,
-                        reason=SuppressionReason.HARD_BOUNCE,
-                        scope=None,
-                        at=at,
-                    )
+        outcome = {
+            "delivery_id": delivery_id,
+            "status": status,
+            "smtp_reply": smtp_reply[:1000],
+            "message_id": message_id,
+            "sent_at": at if status is DeliveryStatus.SENT else None,
+            "next_attempt_at": next_attempt_at,
+        }
+        if hard_bounce_hash is None:
+            self._ledger.record_sql.run(self._conn, outcome)
+            return
+        with self._engine.begin() as conn:  # rare: both or neither
+            self._ledger.record_sql.run(conn, outcome)
+            conn.execute(
+                _suppression.insert().values(
+                    address_hash=hard_bounce_hash,
+                    reason=SuppressionReason.HARD_BOUNCE,
+                    scope=None,
+                    at=at,
                 )
+            )
 
     def close(self) -> None:
         self._conn.close()
-
-    def __enter__(self) -> Ledger:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

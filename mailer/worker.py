@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -25,7 +25,7 @@ from mailer.breaker import Breaker
 from mailer.campaign import content_of
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
-from mailer.ledger import DueDelivery, Ledger, TakeOver
+from mailer.ledger import DueDelivery, Lane, Ledger, TakeOver
 from mailer.models import Campaign, DeliveryStatus
 from mailer.render import MessageFactory, make_environment
 from mailer.sharedrate import SharedRate
@@ -43,6 +43,7 @@ __all__ = [
 
 Clock = Callable[[], datetime]
 ProgressCallback = Callable[[str], None]
+T = TypeVar("T")
 
 
 class ServerUnreachable(TransportError):
@@ -93,7 +94,17 @@ class _Sender:
         self.rate = SharedRate(engine)
         self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute, slots=self.rate)
         self.breaker = Breaker()
+        self.offload = engine.dialect.name != "sqlite"
         self.outcomes: Counter[str] = Counter()
+
+    async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a lane's statement: in a thread on a server database, whose commits wait for
+        its disk while the other connections could talk SMTP (PostgreSQL: 357 -> 441 msg/s
+        for one worker); inline on SQLite, whose commits are quick and where the thread hop
+        cost more than it saved (1104 -> 636 msg/s), both by benchmarks/ in one session."""
+        if self.offload:
+            return await asyncio.to_thread(call, *args, **kwargs)
+        return call(*args, **kwargs)
 
     def campaign(self, campaign_id: int) -> tuple[Campaign, MessageFactory]:
         known = self.campaigns.get(campaign_id)
@@ -113,7 +124,9 @@ class _Sender:
         if self.on_progress is not None:
             self.on_progress(status)
 
-    def record(self, job: DueDelivery, attempts: int, reply: Reply, message_id: str) -> None:
+    async def record(
+        self, lane: Lane, job: DueDelivery, attempts: int, reply: Reply, message_id: str
+    ) -> None:
         now = self.clock()
         outcome = classify(reply)
         next_attempt_at = None
@@ -129,7 +142,8 @@ class _Sender:
         if outcome is Outcome.HARD_BOUNCE:
             bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
         self.breaker.record(outcome is Outcome.RETRY, _monotonic())
-        self.ledger.record(
+        await self.in_lane(
+            lane.record,
             job.delivery_id,
             status=status,
             smtp_reply=str(reply),
@@ -156,12 +170,12 @@ class _Sender:
             else:
                 await asyncio.sleep(wait)
 
-    async def deliver(self, job: DueDelivery, connection: Connection) -> None:
+    async def deliver(self, job: DueDelivery, connection: Connection, lane: Lane) -> None:
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
         hashes = address_hashes(job.recipient.email, self.keys)
-        attempts = self.ledger.start(job, campaign.list_name, hashes)
+        attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)
             return
@@ -177,7 +191,8 @@ class _Sender:
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL
             # that is not https) fails that delivery, not the run.
-            self.ledger.record(
+            await self.in_lane(
+                lane.record,
                 job.delivery_id,
                 status=DeliveryStatus.FAILED,
                 smtp_reply=f"not sent: {bad}",
@@ -189,7 +204,7 @@ class _Sender:
         reply = await connection.send(
             self.settings.sender.from_address, job.recipient.email, message.data
         )
-        self.record(job, attempts, reply, message.message_id)
+        await self.record(lane, job, attempts, reply, message.message_id)
 
 
 class _Loop:
@@ -261,16 +276,18 @@ class _Loop:
             task.cancel()
 
     async def consume(self, connection: Connection) -> None:
+        lane = self.ledger.lane()
         try:
             while (job := await self.queue.get()) is not None:
                 if self.queue.qsize() < self.connections:
                     self.room.set()
                 try:
                     if not self.stop.is_set():  # when stopping, the rest is given back
-                        await self.sender.deliver(job, connection)
+                        await self.sender.deliver(job, connection, lane)
                 finally:
                     self.queue.task_done()
         finally:
+            lane.close()
             await connection.close()
 
     async def keep_lease(self) -> None:

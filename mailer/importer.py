@@ -21,7 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
@@ -241,6 +241,11 @@ def _run(
         size = path.stat().st_size
         # One transaction for the whole file: any error below rolls every batch back.
         with handle, engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Every look-up here is by an indexed column, for a batch at a time. Without
+                # this, PostgreSQL hashes the batch's IN list and scans the whole (growing)
+                # table for each batch: a 1M-row import took many minutes (benchmarks/scale.py).
+                conn.execute(text("SET LOCAL enable_seqscan = off"))
             batch: list[_Parsed] = []
             for row in read_rows(handle, file, columns, required, _MAX_LENGTH):
                 batch.append(parse(row))

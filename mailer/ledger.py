@@ -14,16 +14,13 @@ per-message work, and it must stay cheap next to SMTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
-    Connection,
-    CursorResult,
-    Dialect,
     Engine,
     and_,
     bindparam,
@@ -33,8 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.sql import ClauseElement, ColumnElement
-from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql import ColumnElement
 
 from mailer.config import Settings
 from mailer.models import (
@@ -50,6 +46,7 @@ from mailer.models import (
     SuppressionReason,
 )
 from mailer.policy import SkipReason
+from mailer.prepared import Prepared
 from mailer.render import Recipient
 from mailer.runlock import is_dead_local_process, owner_name
 
@@ -79,39 +76,6 @@ class TakeOver:
 
     requeued: int = 0  # claimed, never handed to the server: queued again
     in_doubt: int = 0  # were being handed over: marked unknown, never resent
-
-
-class _Prepared:
-    """A statement compiled once for one dialect, executed without per-call compilation.
-
-    SQLAlchemy's per-execution work (cache key, execution context) cost more than the SQL
-    itself on this path, measured with benchmarks/send_throughput.py. Only public compiler
-    API is used: the SQL text, `construct_params`, `positiontup` and each type's
-    `bind_processor`, so datetimes are converted exactly as SQLAlchemy would.
-    """
-
-    def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
-        compiled = statement.compile(dialect=dialect)
-        assert isinstance(compiled, SQLCompiler)
-        self.compiled = compiled
-        self.sql = str(compiled)
-        self.order = list(compiled.positiontup or ()) if compiled.positional else None
-        self.convert = {
-            name: processor
-            for name, bind in compiled.binds.items()
-            if (processor := bind.type.bind_processor(dialect)) is not None
-        }
-
-    def params(self, values: Mapping[str, Any]) -> Any:
-        params = self.compiled.construct_params(dict(values))
-        assert params is not None
-        for name, convert in self.convert.items():
-            if name in params:
-                params[name] = convert(params[name])
-        return tuple(params[n] for n in self.order) if self.order is not None else params
-
-    def run(self, conn: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
-        return conn.exec_driver_sql(self.sql, self.params(values))
 
 
 class Ledger:
@@ -163,7 +127,7 @@ class Ledger:
             c.id.in_(bindparam("ids", expanding=True))
         )
         dialect = self._conn.dialect
-        self.start_sql = _Prepared(
+        self.start_sql = Prepared(
             update(_delivery)
             .where(mine, ~suppressed)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
@@ -180,7 +144,7 @@ class Ledger:
                 lease_until=None,
             )
         )
-        self.record_sql = _Prepared(
+        self.record_sql = Prepared(
             update(_delivery)
             .where(d.id == bindparam("delivery_id"))
             .values(

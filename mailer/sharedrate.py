@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
+from mailer.errors import MailerError
 from mailer.throttle import SlotBook
 
 __all__ = ["SharedRate"]
@@ -42,7 +43,9 @@ class SharedRate(SlotBook):
         self._clock = clock
         now = ":now" if clock is not None else _NOW.get(engine.dialect.name)
         if now is None:
-            raise NotImplementedError(f"no server clock for {engine.dialect.name}")
+            raise MailerError(
+                f"Sending needs SQLite or PostgreSQL; database.url names {engine.dialect.name}."
+            )
         self._book = text(_BOOK.format(now=now))
         self._conn = engine.connect()
 

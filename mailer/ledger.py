@@ -158,7 +158,6 @@ class Ledger:
             ),
             dialect,
         )
-        self._lane = Lane(self, engine)
 
     @classmethod
     def open(cls, engine: Engine, settings: Settings, clock: Callable[[], datetime]) -> Ledger:
@@ -311,14 +310,7 @@ class Ledger:
         """A path for one sending connection's per-message statements (see `Lane`)."""
         return Lane(self, self._engine)
 
-    def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
-        return self._lane.start(job, list_name, hashes)
-
-    def record(self, delivery_id: int, **outcome: Any) -> None:
-        self._lane.record(delivery_id, **outcome)
-
     def close(self) -> None:
-        self._lane.close()
         self._conn.close()
 
     def __enter__(self) -> Ledger:

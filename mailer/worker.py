@@ -77,13 +77,11 @@ class _Sender:
         self,
         engine: Engine,
         settings: Settings,
-        ledger: Ledger,
         clock: Clock,
         on_progress: ProgressCallback | None,
     ) -> None:
         self.engine = engine
         self.settings = settings
-        self.ledger = ledger
         self.clock = clock
         self.on_progress = on_progress
         self.keys = settings.require_secret_keys()
@@ -315,7 +313,7 @@ async def run_worker(
     back: claimed rows queued again, rows being handed over marked `unknown`.
     """
     ledger = Ledger.open(engine, settings, clock)
-    sender = _Sender(engine, settings, ledger, clock, on_progress)
+    sender = _Sender(engine, settings, clock, on_progress)
     loop = _Loop(
         sender,
         ledger,

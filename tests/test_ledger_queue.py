@@ -12,6 +12,7 @@ import sys
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
@@ -64,7 +65,20 @@ def worker(engine: Engine, name: str, clock: Clock) -> Ledger:
 
 
 def start(ledger: Ledger, job: DueDelivery) -> int | str | None:
-    return ledger.start(job, "newsletter", address_hashes(job.recipient.email, (SECRET,)))
+    """Mark the row `sending` on one of the worker's lanes, as a sending connection does."""
+    lane = ledger.lane()
+    try:
+        return lane.start(job, "newsletter", address_hashes(job.recipient.email, (SECRET,)))
+    finally:
+        lane.close()
+
+
+def record(ledger: Ledger, delivery_id: int, **outcome: Any) -> None:
+    lane = ledger.lane()
+    try:
+        lane.record(delivery_id, **outcome)
+    finally:
+        lane.close()
 
 
 def status_counts(engine: Engine) -> Counter[str]:
@@ -181,7 +195,7 @@ def test_only_running_campaigns_are_claimed_and_a_finished_one_is_marked_done(
         a.finish_campaigns()
         assert campaign_status(engine, campaign_id) == "running"  # a row is still held
         assert start(a, jobs[0]) == 1
-        a.record(jobs[0].delivery_id, status=DeliveryStatus.SENT, smtp_reply="250 OK",
+        record(a, jobs[0].delivery_id, status=DeliveryStatus.SENT, smtp_reply="250 OK",
                  message_id="<m@x>", at=NOW)  # fmt: skip
         assert not a.pending(campaign_id)
         a.finish_campaigns()
@@ -198,7 +212,7 @@ def test_a_deferred_row_is_claimed_again_when_its_retry_is_due(
         job = a.claim(1)[0]
         start(a, job)
         retry_at = NOW + timedelta(seconds=60)
-        a.record(job.delivery_id, status=DeliveryStatus.DEFERRED, smtp_reply="451 later",
+        record(a, job.delivery_id, status=DeliveryStatus.DEFERRED, smtp_reply="451 later",
                  message_id="<m@x>", at=NOW, next_attempt_at=retry_at)  # fmt: skip
         assert a.claim(1) == []
         assert a.next_retry_at() == retry_at

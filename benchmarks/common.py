@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from mailer.models import Consent, ConsentEvent, ConsentOrigin, Contact
+from mailer.store.models import Consent, ConsentEvent, ConsentOrigin, Contact
 
 SINK_CODE = """
 import asyncio, sys

@@ -18,9 +18,9 @@ from common import seed_consenting_contacts, timer
 from sqlalchemy import text
 
 from mailer.config import parse_settings
-from mailer.db import create_schema, make_engine
 from mailer.demo import DEMO_CONFIG
-from mailer.privacy import erase_person, purge
+from mailer.privacy.person import erase_person, purge
+from mailer.store.db import create_schema, make_engine
 
 
 def main() -> None:

@@ -24,14 +24,15 @@ from typing import Any
 import aiosmtplib
 from common import seed_consenting_contacts, sink_process, timer
 
-from mailer.campaign import create_campaign
 from mailer.config import parse_settings
-from mailer.db import create_schema, make_engine
+from mailer.core.dkim import sign_message
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.dkimkeys import generate_key_pair, load_signing_key
+from mailer.delivery.sending import run_campaign
 from mailer.demo import DEMO_CONFIG
-from mailer.dkim import generate_key_pair, load_signing_key, sign_message
-from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.sending import run_campaign
-from mailer.tokens import TokenSigner
+from mailer.store.campaign import create_campaign
+from mailer.store.db import create_schema, make_engine
 
 
 async def bare_loop(port: int, count: int, connections: int, message: bytes) -> float:
@@ -107,6 +108,7 @@ def sample_message(dkim: dict[str, Any]) -> bytes:
         settings,
         CampaignContent("bench", "Benchmark", "newsletter", "newsletter"),
         TokenSigner(settings.require_secret_keys()).unsubscribe_token,
+        load_signing_key(settings),
     )
     recipient = Recipient(1, "person1@d1.example", "P1", None, "nl")
     return factory.render(recipient, basis="consent", now=datetime.now(UTC)).data

@@ -28,10 +28,10 @@ from common import free_port, seed_consenting_contacts, sink_process, timer
 from sqlalchemy import func, select
 
 from mailer.config import Settings, parse_settings
-from mailer.db import create_schema, make_engine
+from mailer.core.tokens import TokenSigner, address_hash
 from mailer.demo import DEMO_CONFIG
-from mailer.models import Consent, Suppression
-from mailer.tokens import TokenSigner, address_hash
+from mailer.store.db import create_schema, make_engine
+from mailer.store.models import Consent, Suppression
 
 
 def settings_for(db: Path, smtp_port: int, http_port: int) -> Settings:

@@ -35,11 +35,11 @@ from common import (
 from send_throughput import bare_loop, sample_message
 from sqlalchemy import func, select, text
 
-from mailer.campaign import create_campaign
 from mailer.config import parse_settings
-from mailer.db import create_schema, make_engine
 from mailer.demo import DEMO_CONFIG
-from mailer.models import Delivery
+from mailer.store.campaign import create_campaign
+from mailer.store.db import create_schema, make_engine
+from mailer.store.models import Delivery
 
 MAILER = [sys.executable, "-m", "mailer"]
 

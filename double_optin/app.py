@@ -30,8 +30,8 @@ from double_optin.flow import (
 )
 from double_optin.pages import Pages, SecurityHeaders, pick_locale
 from mailer.config import Settings
-from mailer.db import make_engine
-from mailer.sending import Connection
+from mailer.delivery.sending import Connection
+from mailer.store.db import make_engine
 
 __all__ = ["create_app"]
 

@@ -14,8 +14,8 @@ from datetime import datetime
 from jinja2 import Environment
 
 from mailer.config import Settings
-from mailer.sending import Connection
-from mailer.transactional import deliver_one, transactional_message
+from mailer.delivery.sending import Connection
+from mailer.delivery.transactional import deliver_one, transactional_message
 
 __all__ = ["ConfirmationMail", "build_confirmation", "deliver"]
 

@@ -15,7 +15,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.config import Settings
-from mailer.render import BUNDLED_TEMPLATES, LOCALES, make_environment
+from mailer.core.render import BUNDLED_TEMPLATES, LOCALES, make_environment
 
 __all__ = ["LOCALES", "Pages", "SecurityHeaders", "pick_locale"]
 

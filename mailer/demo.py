@@ -17,16 +17,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from mailer.campaign import CampaignReport, create_campaign, report
 from mailer.config import Settings, parse_settings
-from mailer.db import create_schema, make_engine
-from mailer.dkim import generate_key_pair
-from mailer.importer import import_contacts, import_customers
-from mailer.models import SuppressionReason
-from mailer.planning import PlanSummary
-from mailer.sending import RunSummary, run_campaign
-from mailer.sink import SmtpSink
-from mailer.suppression import add_suppression
+from mailer.delivery.dkimkeys import generate_key_pair
+from mailer.delivery.sending import RunSummary, run_campaign
+from mailer.delivery.sink import SmtpSink
+from mailer.store.campaign import CampaignReport, create_campaign, report
+from mailer.store.db import create_schema, make_engine
+from mailer.store.importer import import_contacts, import_customers
+from mailer.store.models import SuppressionReason
+from mailer.store.planning import PlanSummary
+from mailer.store.suppression import add_suppression
 
 __all__ = ["DEMO_CONFIG", "DemoResult", "run_demo"]
 

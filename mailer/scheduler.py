@@ -3,7 +3,7 @@
 A schedule is a job whose id is `campaign:NAME`. Jobs survive a restart (SQLAlchemy job store
 on `database.url`). A run missed while the service was down runs once at start if it is within
 `scheduler.misfire_grace_seconds` (coalesce: several missed runs become one), never twice; the
-campaign's run lock (mailer.runlock) keeps a second process from starting it at the same time.
+campaign's run lock (mailer.store.runlock) keeps a second process from starting it at the same time.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from sqlalchemy import Engine
 
-from mailer.campaign import get_campaign
 from mailer.config import Settings
-from mailer.db import make_engine
 from mailer.errors import InputError, NotFoundError
+from mailer.store.campaign import get_campaign
+from mailer.store.db import make_engine
 
 __all__ = [
     "ScheduleEntry",
@@ -158,8 +158,8 @@ def remove_schedule(settings: Settings, name: str) -> None:
 
 async def run_scheduled_campaign(name: str) -> None:
     """The job: send campaign NAME with the serving process's settings."""
-    from mailer.runlock import CampaignBusy
-    from mailer.sending import run_campaign
+    from mailer.delivery.sending import run_campaign
+    from mailer.store.runlock import CampaignBusy
 
     settings: Settings = _service["settings"]
     engine = make_engine(settings.database.url)
@@ -210,7 +210,7 @@ async def run_retention_purge() -> None:
     """The daily job: `mailer privacy purge`. Logs counts only, never addresses."""
     import asyncio
 
-    from mailer.privacy import purge
+    from mailer.privacy.person import purge
 
     settings: Settings = _service["settings"]
     engine = make_engine(settings.database.url)
@@ -227,7 +227,7 @@ async def process_bounces() -> None:
     """The periodic job: the bounce mailbox, as `mailer bounces process` does it."""
     import asyncio
 
-    from mailer.bounces import process_mailbox
+    from mailer.delivery.bounces import process_mailbox
 
     settings: Settings = _service["settings"]
     engine = make_engine(settings.database.url)

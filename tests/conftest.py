@@ -12,8 +12,8 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from mailer.config import Settings, parse_settings
-from mailer.db import create_schema, make_engine
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
+from mailer.store.db import create_schema, make_engine
 
 SECRET = "test-secret-key-0123456789abcdef"
 

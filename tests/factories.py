@@ -1,8 +1,8 @@
 """Seeding a real database directly, for tests that need precise facts.
 
 The facts are the policy's own value types (`ConsentFact`, `PurchaseFact`, `SuppressionFact`), so
-a test can seed a contact and hand the very same facts to `mailer.policy.decide` to know what the
-mailer should do, without reading anything back from the database.
+a test can seed a contact and hand the very same facts to `mailer.core.policy.decide` to know what
+the mailer should do, without reading anything back from the database.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from datetime import datetime
 
 from sqlalchemy import Engine
 
-from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.models import Campaign, Consent, Contact, Purchase, SuppressionReason
-from mailer.policy import ConsentFact, PurchaseFact, SuppressionFact
-from mailer.suppression import add_suppression
+from mailer.core.policy import ConsentFact, PurchaseFact, SuppressionFact
+from mailer.store.campaign import create_campaign
+from mailer.store.models import Campaign, Consent, Contact, Purchase, SuppressionReason
+from mailer.store.suppression import add_suppression
 
 __all__ = ["add_consent", "add_contact", "new_campaign", "suppress"]
 

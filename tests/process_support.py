@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
 
 MAILER = str(Path(sys.executable).parent / "mailer")

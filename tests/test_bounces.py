@@ -13,13 +13,13 @@ from urllib.parse import unquote
 import pytest
 from sqlalchemy import Engine, select
 
-from mailer.bounces import Kind, classify_message, process_mailbox
 from mailer.config import Settings
+from mailer.core.policy import ConsentFact
+from mailer.delivery.bounces import Kind, classify_message, process_mailbox
+from mailer.delivery.sending import run_campaign
+from mailer.delivery.sink import SmtpSink
 from mailer.errors import ConfigError, InputError
-from mailer.models import Consent, ConsentEvent, ConsentOrigin, Delivery, Suppression
-from mailer.policy import ConsentFact
-from mailer.sending import run_campaign
-from mailer.sink import SmtpSink
+from mailer.store.models import Consent, ConsentEvent, ConsentOrigin, Delivery, Suppression
 from tests.factories import add_contact, new_campaign
 
 NOW = datetime(2026, 11, 16, 9, tzinfo=UTC)

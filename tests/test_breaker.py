@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mailer.breaker import Breaker, BreakerState
+from mailer.core.breaker import Breaker, BreakerState
 
 
 def test_breaker_stays_closed_while_most_sends_succeed() -> None:

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mailer.cli import main
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
 
 CONFIG = """

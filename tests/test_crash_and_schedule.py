@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
 from tests.process_support import MAILER, env, mailer, wait_for, write_project
 
 

@@ -13,14 +13,14 @@ import dkim
 import pytest
 from sqlalchemy import Engine
 
-from mailer.campaign import create_campaign
 from mailer.cli import main
 from mailer.config import Settings
+from mailer.delivery.sending import run_campaign
+from mailer.delivery.sink import SmtpSink
+from mailer.delivery.spamcheck import AIM, parse_report, score_message, spamassassin_path
 from mailer.demo import run_demo
-from mailer.importer import import_contacts
-from mailer.sending import run_campaign
-from mailer.sink import SmtpSink
-from mailer.spamcheck import AIM, parse_report, score_message, spamassassin_path
+from mailer.store.campaign import create_campaign
+from mailer.store.importer import import_contacts
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 needs_spamassassin = pytest.mark.skipif(
@@ -178,7 +178,7 @@ def test_campaign_check_says_clearly_when_spamassassin_is_missing(
     create = ["--config", str(config), "campaign", "create", "nov", "--list", "newsletter",
               "--subject", "Nieuws", "--template", "newsletter"]  # fmt: skip
     assert main(create) == 0
-    monkeypatch.setattr("mailer.spamcheck.spamassassin_path", lambda: None)
+    monkeypatch.setattr("mailer.delivery.spamcheck.spamassassin_path", lambda: None)
     assert main(["--config", str(config), "campaign", "check", "nov"]) == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps at the terminal width
     assert err == (

@@ -11,10 +11,11 @@ import dkim
 import pytest
 
 from mailer.cli import main
-from mailer.dkim import GeneratedKey, generate_key_pair, sign_message
+from mailer.core.dkim import sign_message
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.dkimkeys import GeneratedKey, generate_key_pair, load_signing_key
 from mailer.errors import ConfigError, InputError
-from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.tokens import TokenSigner
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
@@ -49,6 +50,7 @@ def _factory(key: GeneratedKey | None, **dkim_overrides: str) -> MessageFactory:
         settings,
         CampaignContent("nov", "Nieuws – café crème", "newsletter", "newsletter"),
         TokenSigner(settings.require_secret_keys()).unsubscribe_token,
+        load_signing_key(settings),
     )
 
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, select
 
-from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.importer import import_contacts
-from mailer.models import Contact, Delivery, Suppression
-from mailer.sending import ServerUnreachable, run_campaign
-from mailer.sink import DROP, CapturedMessage, SmtpSink
+from mailer.delivery.sending import ServerUnreachable, run_campaign
+from mailer.delivery.sink import DROP, CapturedMessage, SmtpSink
+from mailer.store.campaign import create_campaign
+from mailer.store.importer import import_contacts
+from mailer.store.models import Contact, Delivery, Suppression
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -49,7 +49,7 @@ def ledger(engine: Engine, campaign_name: str) -> dict[str, tuple[str, int, str 
 
 
 def _campaign_id(engine: Engine, name: str) -> int:
-    from mailer.campaign import get_campaign
+    from mailer.store.campaign import get_campaign
 
     campaign_id = get_campaign(engine, name).id
     assert campaign_id is not None

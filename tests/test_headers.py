@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mailer.core.headers import encode_address, encode_header
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
 from mailer.errors import HeaderInjectionError
-from mailer.headers import encode_address, encode_header
-from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.tokens import TokenSigner
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)

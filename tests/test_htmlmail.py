@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-import mailer.render
+import mailer.core.render
+from mailer.core.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
 from mailer.errors import TemplateError
-from mailer.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
-from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.tokens import TokenSigner
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
@@ -79,7 +79,7 @@ def test_css_is_inlined_once_per_template_not_per_message(
         calls.append(file)
         return inline_template_css(source, file=file)
 
-    monkeypatch.setattr(mailer.render, "inline_template_css", counting)
+    monkeypatch.setattr(mailer.core.render, "inline_template_css", counting)
     factory = _factory(tmp_path, "styled")
     for n in range(5):
         factory.render(Recipient(n, f"p{n}@v.example", locale="nl"), basis="consent", now=NOW)

@@ -18,8 +18,11 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailer.config import Settings
-from mailer.ledger import DueDelivery, Ledger, TakeOver
-from mailer.models import (
+from mailer.core.throttle import TokenBucket
+from mailer.core.tokens import address_hashes
+from mailer.delivery.sending import queue_campaign
+from mailer.store.ledger import DueDelivery, Ledger, TakeOver
+from mailer.store.models import (
     Campaign,
     ConsentEvent,
     ConsentOrigin,
@@ -27,11 +30,8 @@ from mailer.models import (
     DeliveryStatus,
     SuppressionReason,
 )
-from mailer.planning import ConsentFact, materialise
-from mailer.sending import queue_campaign
-from mailer.sharedrate import SharedRate
-from mailer.throttle import TokenBucket
-from mailer.tokens import address_hashes
+from mailer.store.planning import ConsentFact, materialise
+from mailer.store.sharedrate import SharedRate
 from tests.conftest import SECRET
 from tests.factories import add_contact, new_campaign, suppress
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mailer.models import ConsentEvent, ConsentOrigin
-from mailer.policy import (
+from mailer.core.policy import (
     Basis,
     CampaignFacts,
     ConsentFact,
@@ -22,6 +21,7 @@ from mailer.policy import (
     SuppressionFact,
     decide,
 )
+from mailer.store.models import ConsentEvent, ConsentOrigin
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 DAY = timedelta(days=1)

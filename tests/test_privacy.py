@@ -14,10 +14,10 @@ from sqlalchemy import Engine, create_engine, event, text, update
 
 from mailer.cli import main
 from mailer.config import Settings
-from mailer.db import create_schema, make_engine
-from mailer.models import Contact
-from mailer.privacy import consent_trail, erase_person, export_person
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
+from mailer.privacy.person import consent_trail, erase_person, export_person
+from mailer.store.db import create_schema, make_engine
+from mailer.store.models import Contact
 from tests.conftest import SECRET, make_settings
 from tests.test_cli import CONFIG
 from tests.test_retention import seed
@@ -200,7 +200,7 @@ def test_purge_through_the_command_line_prints_what_it_would_remove(
     project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # the seeded dates are relative to NOW
-    monkeypatch.setattr("mailer.cli_privacy.utc_now", lambda: NOW)
+    monkeypatch.setattr("mailer.cli.privacy.utc_now", lambda: NOW)
     assert mailer(project, "init") == 0
     engine = make_engine(f"sqlite:///{project.parent / 'm.db'}")
     settings = make_settings(f"sqlite:///{project.parent / 'm.db'}")
@@ -227,7 +227,7 @@ def test_consent_trail_includes_suppressions_in_time_order(
     engine: Engine, settings: Settings, tmp_path: Path
 ) -> None:
     seed(engine, settings, tmp_path)
-    from mailer.suppression import add_suppression
+    from mailer.store.suppression import add_suppression
 
     with engine.begin() as conn:
         add_suppression(conn, [SECRET], "recent@example.nl", "unsubscribed", NOW, "newsletter")  # type: ignore[arg-type]
@@ -286,7 +286,7 @@ def test_erase_leaves_no_old_copy_even_where_sqlite_is_built_without_secure_dele
 def test_csv_cells_that_a_spreadsheet_would_run_as_formulas_stay_text(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from mailer.output import csv_rows
+    from mailer.cli.output import csv_rows
 
     csv_rows(["email", "status"], [{"email": "=HYPERLINK(1)@x.nl", "status": "sent"},
                                    {"email": "-jan@x.nl", "status": None},

@@ -14,8 +14,8 @@ from sqlalchemy import Engine, text
 
 from mailer.cli import main
 from mailer.config import Settings
-from mailer.importer import import_contacts, import_customers
-from mailer.privacy import erase_person, export_person
+from mailer.privacy.person import erase_person, export_person
+from mailer.store.importer import import_contacts, import_customers
 from tests.conftest import SECRET, make_settings
 from tests.test_cli import CONFIG
 

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.importer import import_contacts, import_customers
-from mailer.models import ConsentEvent, ConsentOrigin
-from mailer.policy import ConsentFact
-from mailer.privacy import erase_person
-from mailer.sending import run_campaign
-from mailer.sink import SmtpSink
+from mailer.core.policy import ConsentFact
+from mailer.delivery.sending import run_campaign
+from mailer.delivery.sink import SmtpSink
+from mailer.privacy.person import erase_person
+from mailer.store.campaign import create_campaign
+from mailer.store.importer import import_contacts, import_customers
+from mailer.store.models import ConsentEvent, ConsentOrigin
 from tests.factories import add_contact
 from tests.web_support import ledger
 

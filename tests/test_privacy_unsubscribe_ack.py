@@ -11,13 +11,13 @@ import pytest
 from sqlalchemy import text
 
 from double_optin.app import create_app
-from mailer.acknowledge import send_unsubscribe_ack
-from mailer.db import create_schema, make_engine
-from mailer.models import ConsentEvent, ConsentOrigin
-from mailer.policy import ConsentFact
-from mailer.privacy import erase_person
-from mailer.sink import SmtpSink
-from mailer.tokens import TokenSigner
+from mailer.core.policy import ConsentFact
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.acknowledge import send_unsubscribe_ack
+from mailer.delivery.sink import SmtpSink
+from mailer.privacy.person import erase_person
+from mailer.store.db import create_schema, make_engine
+from mailer.store.models import ConsentEvent, ConsentOrigin
 from tests.conftest import SECRET, make_settings
 from tests.factories import add_contact
 from tests.web_support import FakeClock, body_text, client, parsed, wait_for

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailer.config import Settings
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
 from mailer.errors import HeaderInjectionError, InputError, TemplateError
-from mailer.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.tokens import TokenSigner
 from tests.conftest import make_settings
 
 NOW = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
@@ -41,7 +41,7 @@ def factory_for(
     template: str = "newsletter",
     list_name: str = "newsletter",
 ) -> MessageFactory:
-    """A MessageFactory built as mailer.campaign.create_campaign builds it."""
+    """A MessageFactory built as mailer.store.campaign.create_campaign builds it."""
     return MessageFactory(
         make_environment(settings),
         settings,

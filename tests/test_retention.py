@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine, text
 
 from mailer.config import Settings
-from mailer.importer import import_contacts, import_customers
-from mailer.privacy import purge
-from mailer.retention import PurgeReport
+from mailer.privacy.person import purge
+from mailer.privacy.retention import PurgeReport
+from mailer.store.importer import import_contacts, import_customers
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 # NOW - 365 days is 2025-06-01T12:00. Who is who:
@@ -131,9 +131,9 @@ def test_a_campaign_whose_ledger_was_stripped_is_archived_and_never_sent_again(
 ) -> None:
     import asyncio
 
-    from mailer.campaign import get_campaign
+    from mailer.delivery.sending import run_campaign
     from mailer.errors import MailerError
-    from mailer.sending import run_campaign
+    from mailer.store.campaign import get_campaign
 
     engine, settings = db
     seed(engine, settings, tmp_path)
@@ -160,8 +160,8 @@ def test_purge_works_in_batches_and_leaves_rows_of_a_running_campaign(
     db: tuple[Engine, Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine, settings = db
-    monkeypatch.setattr("mailer.retention._BATCH", 2)
-    monkeypatch.setattr("mailer.retention._LEDGER_BATCH", 2)
+    monkeypatch.setattr("mailer.privacy.retention._BATCH", 2)
+    monkeypatch.setattr("mailer.privacy.retention._LEDGER_BATCH", 2)
     lines = ["email,category,purchased_at,optout_offered,relationship_ended_at"]
     lines += [f"p{i}@example.nl,brood,2024-01-01T10:00:00,true,2025-01-01T00:00:00"
               for i in range(7)]  # fmt: skip

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mailer.throttle import Throttle, TokenBucket, backoff_delay
+from mailer.core.throttle import Throttle, TokenBucket, backoff_delay
 
 
 def test_a_bucket_spaces_reservations_at_one_over_the_rate() -> None:

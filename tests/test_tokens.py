@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
+from mailer.core.tokens import CONFIRM_SALT, UNSUBSCRIBE_SALT, TokenSigner, address_hash
 from mailer.errors import ExpiredToken, ForgedToken
-from mailer.tokens import CONFIRM_SALT, UNSUBSCRIBE_SALT, TokenSigner, address_hash
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TTL = 48 * 3600

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from mailer.config import SmtpSettings
-from mailer.sink import SmtpSink
-from mailer.transport import Outcome, Reply, SmtpConnection, classify
+from mailer.delivery.sink import SmtpSink
+from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 
 CLASSIFICATION = [
     ("250 accepted", 250, "2.0.0 Ok: queued as 4F2A1", Outcome.SENT),

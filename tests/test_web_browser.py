@@ -22,8 +22,8 @@ from sqlalchemy import Engine
 
 from double_optin.app import create_app
 from mailer.config import Settings
-from mailer.db import create_schema, make_engine
-from mailer.sink import SmtpSink, _free_port
+from mailer.delivery.sink import SmtpSink, _free_port
+from mailer.store.db import create_schema, make_engine
 from tests.conftest import make_settings
 from tests.web_support import body_text, parsed, send_campaign_now, wait_for
 

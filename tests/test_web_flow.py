@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from double_optin.app import create_app
-from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.planning import materialise
-from mailer.sending import run_campaign
-from mailer.sink import SmtpSink
-from mailer.tokens import TokenSigner
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.sending import run_campaign
+from mailer.delivery.sink import SmtpSink
+from mailer.store.campaign import create_campaign
+from mailer.store.planning import materialise
 from tests.conftest import SECRET
 from tests.web_support import (
     BASE,

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 
 from double_optin.app import create_app
 from mailer.config import Settings
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
 from tests.conftest import make_settings
 from tests.web_support import FakeClock, client, confirm_path, confirmations, rows
 

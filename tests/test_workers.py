@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from mailer.sink import SmtpSink
+from mailer.delivery.sink import SmtpSink
 from tests.process_support import MAILER, env, mailer, wait_for, write_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)]

@@ -16,10 +16,10 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlmodel import SQLModel
 
-from mailer.campaign import create_campaign
 from mailer.config import Settings
-from mailer.sending import run_campaign
-from mailer.sink import SmtpSink
+from mailer.delivery.sending import run_campaign
+from mailer.delivery.sink import SmtpSink
+from mailer.store.campaign import create_campaign
 
 BASE = "https://bakkerij.example"
 _CONFIRM = re.compile(r"https://bakkerij\.example/confirm/[A-Za-z0-9._-]+")

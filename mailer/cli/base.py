@@ -14,8 +14,8 @@ from sqlalchemy import Engine, inspect
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import DEFAULT_CONFIG_PATH, Settings, load_settings
-from mailer.db import make_engine
 from mailer.errors import MailerError
+from mailer.store.db import make_engine
 
 __all__ = [
     "app",

@@ -1,4 +1,4 @@
-"""`mailer` commands for the long-running side and delivery: serve, schedule, bounces, DKIM."""
+"""`mailer` commands for the long-running side and delivery: serve, worker, bounces, DKIM keys."""
 
 from __future__ import annotations
 
@@ -9,65 +9,17 @@ from typing import Annotated
 
 import typer
 
-from mailer import output
-from mailer.campaign import get_campaign
-from mailer.cli_base import (
+from mailer.cli import output
+from mailer.cli.base import (
     app,
-    campaign_app,
     open_engine,
-    schedule_app,
     settings_from_options,
     utc_now,
 )
 from mailer.errors import InputError
+from mailer.store.campaign import get_campaign
 
 __all__ = ["bounces_app", "dkim_app"]
-
-
-@schedule_app.command("add")
-def schedule_add(
-    name: Annotated[str, typer.Argument(help="Campaign name.")],
-    cron: Annotated[
-        str | None, typer.Option(help='Cron expression in scheduler.timezone, e.g. "0 9 * * MON".')
-    ] = None,
-    at: Annotated[
-        str | None, typer.Option(help="One run at this ISO time, e.g. 2026-12-01T09:00:00.")
-    ] = None,
-) -> None:
-    """Schedule campaign NAME (replaces an earlier schedule of it)."""
-    from mailer.scheduler import add_schedule
-
-    settings = settings_from_options()
-    with open_engine(settings) as engine:
-        entry = add_schedule(engine, settings, name, cron=cron, at=at)
-    when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "never"
-    output.line(f'Scheduled "{name}": {entry.trigger}; next run {when}.')
-
-
-@schedule_app.command("list")
-def schedule_list() -> None:
-    """Schedules and their next run times."""
-    from mailer.scheduler import list_schedules
-
-    settings = settings_from_options()
-    with open_engine(settings):
-        entries = list_schedules(settings)
-    if not entries:
-        output.line("No schedules.")
-    for entry in entries:
-        when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "paused"
-        output.line(f"{entry.campaign}\t{entry.trigger}\tnext run {when}")
-
-
-@schedule_app.command("remove")
-def schedule_remove(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
-    """Remove the schedule of campaign NAME."""
-    from mailer.scheduler import remove_schedule
-
-    settings = settings_from_options()
-    with open_engine(settings):
-        remove_schedule(settings, name)
-    output.line(f'Schedule of "{name}" removed.')
 
 
 @app.command()
@@ -105,7 +57,7 @@ def dkim_keygen(
     ),
 ) -> None:
     """Write a DKIM key pair and print the DNS TXT record to publish."""
-    from mailer.dkim import generate_key_pair
+    from mailer.delivery.dkimkeys import generate_key_pair
 
     if algorithm not in ("rsa", "ed25519"):
         raise InputError(f'--algorithm "{algorithm}" must be rsa or ed25519')
@@ -120,30 +72,6 @@ def dkim_keygen(
     )
 
 
-@campaign_app.command("check")
-def campaign_check(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
-    """Render one message for a sample recipient and score it with SpamAssassin (local rules).
-
-    Exit 1 when SpamAssassin would call it spam or is not installed.
-    """
-    from mailer.spamcheck import AIM, render_sample, score_message
-
-    settings = settings_from_options()
-    with open_engine(settings) as engine:
-        campaign = get_campaign(engine, name)
-    message = render_sample(settings, campaign, utc_now())
-    verdict = score_message(message)
-    output.line(
-        f"SpamAssassin score of {name}: {verdict.score:.1f} (local tests only; spam at "
-        f"{verdict.required:.1f}, our aim is below {AIM:.1f})."
-    )
-    output.rules_table(
-        "Rules that fired", ((r.name, r.points, r.description) for r in verdict.rules)
-    )
-    if verdict.is_spam:
-        raise typer.Exit(1)
-
-
 bounces_app = typer.Typer(help="Bounces and mailto unsubscribes.", no_args_is_help=True)
 app.add_typer(bounces_app, name="bounces")
 
@@ -155,7 +83,7 @@ def bounces_process(
     ] = None,
 ) -> None:
     """Read the bounce mailbox: suppress hard bounces, note soft ones, honour unsubscribes."""
-    from mailer.bounces import process_mailbox
+    from mailer.delivery.bounces import process_mailbox
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
@@ -178,7 +106,7 @@ def worker(
 ) -> None:
     """Send the queued deliveries of running campaigns, sharing the work and the rate with
     every other worker on any host. Stops cleanly on SIGTERM or Ctrl-C."""
-    from mailer.worker import run_worker
+    from mailer.delivery.worker import run_worker
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
@@ -197,15 +125,3 @@ def worker(
         outcomes = asyncio.run(work())
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcomes.items())) or "nothing"
     output.line(f"Worker stopped: {counts}.")
-
-
-@campaign_app.command("queue")
-def campaign_queue(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
-    """Plan the campaign and leave the sending to running `mailer worker` processes."""
-    from mailer.sending import queue_campaign
-
-    settings = settings_from_options()
-    with open_engine(settings) as engine:
-        summary = queue_campaign(engine, settings, get_campaign(engine, name))
-    output.plan_table(summary.plan, title=f"Audience of {name}")
-    output.line(f'Campaign "{name}" is running: {summary.plan.allowed} deliveries for the workers.')

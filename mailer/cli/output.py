@@ -13,8 +13,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailer.campaign import CampaignReport
-from mailer.planning import PlanSummary
+from mailer.store.campaign import CampaignReport
+from mailer.store.planning import PlanSummary
 
 __all__ = [
     "ImportProgress",
@@ -64,7 +64,7 @@ def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:
 
 
 def plan_table(plan: PlanSummary, *, title: str) -> None:
-    from mailer.policy import Basis
+    from mailer.core.policy import Basis
 
     bases = {str(b) for b in Basis}
     rows = [

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from mailer import output
-from mailer.cli_base import app, open_engine, settings_from_options, utc_now
+from mailer.cli import output
+from mailer.cli.base import app, open_engine, settings_from_options, utc_now
 
 __all__ = ["consent_app", "privacy_app"]
 
@@ -24,7 +24,7 @@ def privacy_export(email: EmailArgument) -> None:
     """Everything stored about a person, as JSON on stdout. Exit 1 if the address is unknown."""
     import json
 
-    from mailer.privacy import export_person
+    from mailer.privacy.person import export_person
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
@@ -35,7 +35,7 @@ def privacy_export(email: EmailArgument) -> None:
 @privacy_app.command("erase")
 def privacy_erase(email: EmailArgument) -> None:
     """Erase a person from every table; keep only a keyed hash so they are never mailed again."""
-    from mailer.privacy import erase_person
+    from mailer.privacy.person import erase_person
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
@@ -64,7 +64,7 @@ def privacy_purge(
     ] = False,
 ) -> None:
     """Apply retention (policy.retention_days, policy.delivery_retention_days)."""
-    from mailer.privacy import purge
+    from mailer.privacy.person import purge
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
@@ -81,7 +81,7 @@ def privacy_purge(
 @consent_app.command("show")
 def consent_show(email: EmailArgument) -> None:
     """The consent trail of a person: every event with its evidence, oldest first."""
-    from mailer.privacy import consent_trail
+    from mailer.privacy.person import consent_trail
 
     settings = settings_from_options()
     with open_engine(settings) as engine:

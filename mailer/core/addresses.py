@@ -27,7 +27,7 @@ def normalise_address(raw: str) -> str:
     address = raw.strip()
     # Fast path for the common case (an import of a million rows spends most of its time here):
     # a plain ASCII address whose domain was validated before. Anything else, and every error,
-    # goes through email-validator itself; tests/test_import.py checks both paths agree.
+    # goes through email-validator itself; tests/test_import_addresses.py checks both paths agree.
     local, at, domain = address.rpartition("@")
     if (
         at

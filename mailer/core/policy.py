@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from mailer.models import ConsentEvent, ConsentOrigin
+from mailer.core.states import ConsentEvent, ConsentOrigin
 
 __all__ = [
     "BE_ROLE_LOCAL_PARTS",

@@ -3,9 +3,9 @@
 The mailer, not the template, adds the footer (sender identity and unsubscribe link, rule 2) to
 both parts, and the List-Unsubscribe headers (RFC 2369, RFC 8058). Images must be linked by
 absolute https URL, not embedded (rule 5): `cid:`, `data:`, `http:` and relative URLs are
-refused. CSS in `<style>` is inlined once per template (mailer.htmlmail); a campaign without a
+refused. CSS in `<style>` is inlined once per template (mailer.core.htmlmail); a campaign without a
 text template gets a text part made from its HTML; with `[dkim]` every message is signed
-(mailer.dkim), the key read once per campaign.
+(mailer.core.dkim) with the key the caller loaded once per campaign.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ from jinja2 import (
 )
 
 from mailer.config import Settings
-from mailer.dkim import load_signing_key, sign_message
+from mailer.core.dkim import SigningKey, sign_message
+from mailer.core.headers import check_header_value, encode_address, encode_header, encode_phrase
+from mailer.core.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
 from mailer.errors import TemplateError
-from mailer.headers import check_header_value, encode_address, encode_header, encode_phrase
-from mailer.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
 
 __all__ = [
     "BUNDLED_TEMPLATES",
@@ -49,8 +49,9 @@ __all__ = [
     "make_environment",
 ]
 
-_PACKAGE_TEMPLATES = Path(__file__).parent / "templates"  # inside an installed wheel
-_SOURCE_TEMPLATES = Path(__file__).parent.parent / "templates"  # in a source checkout
+_PACKAGE = Path(__file__).parent.parent  # mailer/
+_PACKAGE_TEMPLATES = _PACKAGE / "templates"  # inside an installed wheel
+_SOURCE_TEMPLATES = _PACKAGE.parent / "templates"  # in a source checkout
 BUNDLED_TEMPLATES = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else _SOURCE_TEMPLATES
 LOCALES = ("nl", "en")
 
@@ -181,12 +182,13 @@ class MessageFactory:
         settings: Settings,
         campaign: CampaignContent,
         unsubscribe_token: Any,
+        dkim: SigningKey | None = None,
     ) -> None:
         self._env = env
         self._settings = settings
         self._campaign = campaign
         self._token = unsubscribe_token  # (contact_id, list_name) -> str
-        self._dkim = load_signing_key(settings)  # once per campaign; None without [dkim]
+        self._dkim = dkim  # loaded once per campaign by the caller; None without [dkim]
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
         sender = settings.sender

@@ -2,7 +2,7 @@
 
 The arithmetic (`TokenBucket.reserve`, `backoff_delay`) is pure: it takes the time and returns
 a time. `Throttle` books its slots in a `SlotBook`: `LocalSlots` keeps the buckets in memory
-with an injected clock, so tests can drive it without waiting; `mailer.sharedrate.SharedRate`
+with an injected clock, so tests can drive it without waiting; `mailer.store.sharedrate.SharedRate`
 keeps them in the database, so all workers on all hosts share one rate. Concurrency is capped
 by the number of sending connections (`smtp.max_connections`) per worker.
 """

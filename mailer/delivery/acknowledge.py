@@ -12,9 +12,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mailer.config import Settings
-from mailer.render import make_environment
-from mailer.sending import Connection
-from mailer.transactional import deliver_one, transactional_message
+from mailer.core.render import make_environment
+from mailer.delivery.sending import Connection
+from mailer.delivery.transactional import deliver_one, transactional_message
 
 __all__ = ["build_unsubscribe_ack", "send_unsubscribe_ack"]
 

@@ -28,13 +28,13 @@ from pathlib import Path
 from flufl.bounce import all_failures
 from sqlalchemy import Engine, update
 
-from mailer.addresses import normalise_address
 from mailer.config import BounceSettings, Settings
+from mailer.core.addresses import normalise_address
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.transport import Outcome, Reply, classify
 from mailer.errors import ConfigError, ForgedToken, InputError, TransportError
-from mailer.models import ConsentEvent, Delivery, DeliveryStatus, SuppressionReason
-from mailer.suppression import add_suppression, is_suppressed
-from mailer.tokens import TokenSigner
-from mailer.transport import Outcome, Reply, classify
+from mailer.store.models import ConsentEvent, Delivery, DeliveryStatus, SuppressionReason
+from mailer.store.suppression import add_suppression, is_suppressed
 
 __all__ = ["BounceReport", "Classified", "Kind", "classify_message", "process_mailbox"]
 
@@ -183,7 +183,7 @@ def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime)
 
 def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) -> str:
     # The web side's store holds the one implementation of "withdraw and suppress".
-    from double_optin import store
+    from mailer.store import signups as store
 
     try:
         claim = TokenSigner(settings.require_secret_keys()).read_unsubscribe(token)

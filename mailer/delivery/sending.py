@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine, func, select, update
 
 from mailer.config import Settings
+from mailer.delivery.worker import Clock, Connection, ServerUnreachable, run_worker, utc_now
 from mailer.errors import MailerError
-from mailer.ledger import Ledger
-from mailer.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
-from mailer.planning import PlanSummary, materialise
-from mailer.runlock import RunLock
-from mailer.worker import Clock, Connection, ServerUnreachable, run_worker, utc_now
+from mailer.store.ledger import Ledger
+from mailer.store.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from mailer.store.planning import PlanSummary, materialise
+from mailer.store.runlock import RunLock
 
 __all__ = [
     "Clock",

@@ -13,12 +13,13 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 
-from mailer.campaign import content_of
 from mailer.config import Settings
+from mailer.core.render import MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
+from mailer.delivery.dkimkeys import load_signing_key
 from mailer.errors import SpamCheckError
-from mailer.models import Campaign
-from mailer.render import MessageFactory, Recipient, make_environment
-from mailer.tokens import TokenSigner
+from mailer.store.campaign import content_of
+from mailer.store.models import Campaign
 
 __all__ = [
     "AIM",
@@ -109,5 +110,6 @@ def render_sample(settings: Settings, campaign: Campaign, now: datetime) -> byte
         settings,
         content_of(campaign),
         TokenSigner(settings.require_secret_keys()).unsubscribe_token,
+        load_signing_key(settings),
     )
     return factory.render(_SAMPLE, basis="consent", now=now, delivery_ref="check").data

@@ -14,13 +14,13 @@ from email.utils import format_datetime, make_msgid
 from typing import Literal
 
 from mailer.config import Settings
-from mailer.headers import check_header_value
-from mailer.sending import Connection
-from mailer.transport import Outcome, SmtpConnection, classify
+from mailer.core.headers import check_header_value
+from mailer.delivery.sending import Connection
+from mailer.delivery.transport import Outcome, SmtpConnection, classify
 
 __all__ = ["deliver_one", "transactional_message"]
 
-log = logging.getLogger("mailer.transactional")
+log = logging.getLogger("mailer.delivery.transactional")
 
 
 def transactional_message(

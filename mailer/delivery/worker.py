@@ -2,8 +2,8 @@
 
 The same loop serves `mailer campaign send` (one campaign, until it is finished) and
 `mailer worker` (every running campaign, until stopped). Several workers, in one process or
-on several hosts, share the queue through the ledger (mailer.ledger) and one rate through the
-database (mailer.sharedrate).
+on several hosts, share the queue through the ledger (mailer.store.ledger) and one rate through the
+database (mailer.store.sharedrate).
 
 Inside a worker: one task claims batches into a queue, `smtp.max_connections` tasks each own
 one SMTP connection and send from it, and one task renews the lease on what is held.
@@ -21,17 +21,18 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from mailer.breaker import Breaker
-from mailer.campaign import content_of
 from mailer.config import Settings
+from mailer.core.breaker import Breaker
+from mailer.core.render import MessageFactory, make_environment
+from mailer.core.throttle import Throttle, backoff_delay
+from mailer.core.tokens import TokenSigner, address_hashes
+from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
-from mailer.ledger import DueDelivery, Lane, Ledger, TakeOver
-from mailer.models import Campaign, DeliveryStatus
-from mailer.render import MessageFactory, make_environment
-from mailer.sharedrate import SharedRate
-from mailer.throttle import Throttle, backoff_delay
-from mailer.tokens import TokenSigner, address_hashes
-from mailer.transport import Outcome, Reply, SmtpConnection, classify
+from mailer.store.campaign import content_of
+from mailer.store.ledger import DueDelivery, Lane, Ledger, TakeOver
+from mailer.store.models import Campaign, DeliveryStatus
+from mailer.store.sharedrate import SharedRate
 
 __all__ = [
     "Clock",
@@ -87,6 +88,7 @@ class _Sender:
         self.keys = settings.require_secret_keys()
         self.signer = TokenSigner(self.keys)
         self.env = make_environment(settings)
+        self.dkim = load_signing_key(settings)  # read and checked once, before the first message
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
         t = settings.throttle
         self.rate = SharedRate(engine)
@@ -112,7 +114,11 @@ class _Sender:
             if campaign is None:
                 raise NotFoundError(f"campaign {campaign_id} disappeared while being sent")
             factory = MessageFactory(
-                self.env, self.settings, content_of(campaign), self.signer.unsubscribe_token
+                self.env,
+                self.settings,
+                content_of(campaign),
+                self.signer.unsubscribe_token,
+                self.dkim,
             )
             known = self.campaigns[campaign_id] = (campaign, factory)
         return known

@@ -6,7 +6,7 @@ and an erased address stays suppressed through a keyed hash (rule 6), never the 
 
 On SQLite a DELETE only unlinks a row; its bytes stay in the page until overwritten, and the old
 page images stay in the -wal file until a checkpoint. So every connection runs with
-`PRAGMA secure_delete=ON` (mailer.db: freed cells and pages are zeroed, also the old copy of a
+`PRAGMA secure_delete=ON` (mailer.store.db: freed cells and pages are zeroed, also the old copy of a
 row an import rewrote long before), and after an erasure the WAL is checkpointed and truncated.
 A file written by an older version or another tool without secure delete may still hold such
 old copies in its free space; `VACUUM` once rewrites it (README, "Privacy"). PostgreSQL keeps
@@ -25,7 +25,9 @@ from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, delete, insert, update
 
-from mailer.models import (
+from mailer.core.policy import SkipReason
+from mailer.core.tokens import address_hashes
+from mailer.store.models import (
     Consent,
     Contact,
     Delivery,
@@ -35,8 +37,6 @@ from mailer.models import (
     Suppression,
     SuppressionReason,
 )
-from mailer.policy import SkipReason
-from mailer.tokens import address_hashes
 
 __all__ = ["Erased", "erase_contacts", "erase_rows", "in_secure_transaction", "secure_connection"]
 
@@ -135,7 +135,7 @@ def secure_connection(engine: Engine) -> Iterator[tuple[Connection, Callable[[],
     with engine.connect() as conn:
         if sqlite:
             # Zero freed cells and pages instead of only unlinking them (SQLite pragma docs).
-            # mailer.db sets this on every connection; said again here for an engine made
+            # mailer.store.db sets this on every connection; said again here for an engine made
             # elsewhere, and never switched off again (the connection returns to the pool).
             conn.exec_driver_sql("PRAGMA secure_delete=ON")
             conn.commit()

@@ -1,6 +1,6 @@
 """The person's rights and retention: export (AVG art. 15), erasure (art. 17), the consent trail
 as proof (art. 7(1)), and the retention purge (art. 5(1)(e), DESIGN rule 6; in
-`mailer.retention`, re-exported here).
+`mailer.privacy.retention`, re-exported here).
 
 Every address given here goes through `normalise_address` first: the contact and the
 suppression hash are stored under the normal form, so "Anna@Example.NL " must find them.
@@ -15,11 +15,13 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, select
 
-from mailer.addresses import normalise_address
 from mailer.config import Settings
-from mailer.erasure import Erased, erase_rows, in_secure_transaction
+from mailer.core.addresses import normalise_address
+from mailer.core.tokens import address_hashes
 from mailer.errors import InputError, NotFoundError
-from mailer.models import (
+from mailer.privacy.erasure import Erased, erase_rows, in_secure_transaction
+from mailer.privacy.retention import UNCONFIRMED_SIGNUP_DAYS, PurgeReport, purge
+from mailer.store.models import (
     Campaign,
     Consent,
     Contact,
@@ -28,8 +30,6 @@ from mailer.models import (
     Suppression,
     SuppressionReason,
 )
-from mailer.retention import UNCONFIRMED_SIGNUP_DAYS, PurgeReport, purge
-from mailer.tokens import address_hashes
 
 __all__ = [
     "UNCONFIRMED_SIGNUP_DAYS",

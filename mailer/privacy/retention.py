@@ -40,8 +40,8 @@ from sqlalchemy import (
 from sqlalchemy.sql.expression import Exists
 
 from mailer.config import Settings
-from mailer.erasure import erase_contacts, secure_connection
-from mailer.models import (
+from mailer.privacy.erasure import erase_contacts, secure_connection
+from mailer.store.models import (
     Campaign,
     CampaignStatus,
     Consent,

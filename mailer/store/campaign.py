@@ -13,10 +13,10 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from mailer.config import Settings
+from mailer.core.render import CampaignContent, MessageFactory, make_environment
+from mailer.core.tokens import TokenSigner
 from mailer.errors import InputError, NotFoundError
-from mailer.models import Campaign, Contact, Delivery
-from mailer.render import CampaignContent, MessageFactory, make_environment
-from mailer.tokens import TokenSigner
+from mailer.store.models import Campaign, Contact, Delivery
 
 __all__ = [
     "CampaignReport",

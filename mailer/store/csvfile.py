@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import IO
 
-from mailer.addresses import normalise_address
+from mailer.core.addresses import normalise_address
 from mailer.errors import InputError
 
 __all__ = ["SPECIAL_CATEGORY_COLUMNS", "CsvRow", "as_utc", "read_rows"]

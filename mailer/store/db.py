@@ -10,8 +10,8 @@ from sqlalchemy import Engine, event, inspect, text
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
-from mailer import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from mailer.errors import ConfigError, MailerError
+from mailer.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 __all__ = ["create_schema", "make_engine", "session_scope"]
 

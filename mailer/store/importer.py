@@ -25,11 +25,11 @@ from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, selec
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import SQLModel
 
-from mailer import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from mailer.config import Settings
-from mailer.csvfile import SPECIAL_CATEGORY_COLUMNS, CsvRow, as_utc, read_rows
 from mailer.errors import InputError, MailerError
-from mailer.models import CONTACT_PERSONAL_FIELDS, ConsentEvent, ConsentOrigin
+from mailer.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from mailer.store.csvfile import SPECIAL_CATEGORY_COLUMNS, CsvRow, as_utc, read_rows
+from mailer.store.models import CONTACT_PERSONAL_FIELDS, ConsentEvent, ConsentOrigin
 
 __all__ = [
     "CONTACT_COLUMNS",

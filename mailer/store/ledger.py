@@ -33,7 +33,9 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from mailer.config import Settings
-from mailer.models import (
+from mailer.core.policy import SkipReason
+from mailer.core.render import Recipient
+from mailer.store.models import (
     Campaign,
     CampaignStatus,
     Consent,
@@ -45,10 +47,8 @@ from mailer.models import (
     Suppression,
     SuppressionReason,
 )
-from mailer.policy import SkipReason
-from mailer.prepared import Prepared
-from mailer.render import Recipient
-from mailer.runlock import is_dead_local_process, owner_name
+from mailer.store.prepared import Prepared
+from mailer.store.runlock import is_dead_local_process, owner_name
 
 __all__ = ["DueDelivery", "Ledger", "TakeOver"]
 

@@ -1,17 +1,24 @@
 """The tables (DESIGN.md, "Data"). Only these fields are stored: data minimisation.
 
 Enumerated values (basis, skip reason, status, consent event) are stored as their string values;
-the enums in `mailer.policy` and here are the only producers of those strings.
+the enums in `mailer.core.policy` and here are the only producers of those strings.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Column, DateTime, Dialect, Index, TypeDecorator, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+from mailer.core.states import (
+    CampaignStatus,
+    ConsentEvent,
+    ConsentOrigin,
+    DeliveryStatus,
+    SuppressionReason,
+)
 
 __all__ = [
     "CONTACT_PERSONAL_FIELDS",
@@ -54,50 +61,6 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def _utc_column(*, nullable: bool = True, index: bool = False) -> Column[datetime]:
     return Column(UtcDateTime(), nullable=nullable, index=index)
-
-
-class ConsentEvent(StrEnum):
-    REQUESTED = "requested"
-    CONFIRMED = "confirmed"
-    WITHDRAWN = "withdrawn"
-
-
-class ConsentOrigin(StrEnum):
-    # Only a confirmation by the person themselves (our confirm page) can lift a suppression.
-    WEB = "web"
-    IMPORT = "import"
-
-
-class SuppressionReason(StrEnum):
-    UNSUBSCRIBED = "unsubscribed"
-    OBJECTED = "objected"
-    HARD_BOUNCE = "hard_bounce"
-    COMPLAINT = "complaint"
-    ERASED = "erased"
-
-
-class CampaignStatus(StrEnum):
-    DRAFT = "draft"
-    RUNNING = "running"
-    DONE = "done"
-    # The retention purge took the people out of its ledger: it can no longer tell who was
-    # mailed, so it is never sent again.
-    ARCHIVED = "archived"
-
-
-class DeliveryStatus(StrEnum):
-    QUEUED = "queued"
-    # Taken by a worker (lease_owner) but not yet handed to the server: safe to give back.
-    CLAIMED = "claimed"
-    # Being handed to the server; if the worker dies now the row becomes `unknown`.
-    SENDING = "sending"
-    SENT = "sent"
-    DEFERRED = "deferred"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    SUPPRESSED = "suppressed"
-    # Was being handed to the server when the run stopped: may or may not have arrived.
-    UNKNOWN = "unknown"
 
 
 class Contact(SQLModel, table=True):
@@ -185,6 +148,9 @@ class Campaign(SQLModel, table=True):
     # The run lock: which process runs the campaign now, and when it last said so.
     run_owner: str | None = Field(default=None, max_length=200)
     run_heartbeat: datetime | None = Field(default=None, sa_column=_utc_column())
+    # Why and when it was paused or cancelled (by whom: a command, or the guard with its rate).
+    status_reason: str | None = Field(default=None, max_length=300)
+    status_changed_at: datetime | None = Field(default=None, sa_column=_utc_column())
 
 
 class Delivery(SQLModel, table=True):

@@ -17,18 +17,7 @@ from sqlalchemy import Connection, Engine, Row, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.config import Settings
-from mailer.models import (
-    Campaign,
-    Consent,
-    ConsentEvent,
-    ConsentOrigin,
-    Contact,
-    Delivery,
-    DeliveryStatus,
-    Purchase,
-    Suppression,
-)
-from mailer.policy import (
+from mailer.core.policy import (
     Basis,
     CampaignFacts,
     ConsentFact,
@@ -39,7 +28,18 @@ from mailer.policy import (
     SuppressionFact,
     decide,
 )
-from mailer.tokens import address_hashes
+from mailer.core.tokens import address_hashes
+from mailer.store.models import (
+    Campaign,
+    Consent,
+    ConsentEvent,
+    ConsentOrigin,
+    Contact,
+    Delivery,
+    DeliveryStatus,
+    Purchase,
+    Suppression,
+)
 
 __all__ = ["PlanSummary", "iter_decisions", "materialise", "plan_counts", "rules_from"]
 

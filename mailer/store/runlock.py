@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, and_, or_, select, update
 
 from mailer.errors import MailerError
-from mailer.models import Campaign
+from mailer.store.models import Campaign
 
 __all__ = ["CampaignBusy", "RunLock", "is_dead_local_process", "owner_name"]
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from sqlalchemy import Engine, text
 
+from mailer.core.throttle import SlotBook
 from mailer.errors import MailerError
-from mailer.throttle import SlotBook
 
 __all__ = ["SharedRate"]
 

@@ -17,7 +17,8 @@ from datetime import datetime
 from sqlalchemy import Connection, and_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from mailer.models import (
+from mailer.core.tokens import address_hashes
+from mailer.store.models import (
     Consent,
     ConsentEvent,
     ConsentOrigin,
@@ -26,8 +27,7 @@ from mailer.models import (
     Suppression,
     SuppressionReason,
 )
-from mailer.suppression import add_suppression
-from mailer.tokens import address_hashes
+from mailer.store.suppression import add_suppression
 
 __all__ = [
     "ContactRow",

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, or_, select
 
-from mailer.models import Suppression, SuppressionReason
-from mailer.tokens import address_hashes
+from mailer.core.tokens import address_hashes
+from mailer.store.models import Suppression, SuppressionReason
 
 __all__ = ["add_suppression", "is_suppressed"]
 

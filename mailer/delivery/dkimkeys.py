@@ -1,9 +1,6 @@
-"""DKIM (RFC 6376): sign each campaign message, and make the key pair to publish.
+"""DKIM keys: read and check the key of `[dkim]` once per campaign, and make a key pair to publish.
 
-Since 2024 Gmail and Yahoo reject bulk mail that is not authenticated, and RFC 8058 §4 asks that
-the one-click unsubscribe headers be covered by a DKIM signature. `sign_message` is pure (bytes
-in, bytes out, apart from the `t=` timestamp dkimpy takes from the clock); the key file is read
-and checked once per campaign by `load_signing_key`, never per message.
+The signing itself is pure and lives in mailer.core.dkim; this module is the file I/O around it.
 
 Key files are what dkimpy reads: RSA as a PEM "RSA PRIVATE KEY" (PKCS#1), ed25519 (RFC 8463)
 as the base64 of the 32-byte seed.
@@ -17,74 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import dkim as dkimpy
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from dkim.crypto import parse_pem_private_key
 
 from mailer.config import Settings
+from mailer.core.dkim import Algorithm, SigningKey, sign_message
 from mailer.errors import ConfigError, InputError
 
-__all__ = [
-    "SIGNED_HEADERS",
-    "GeneratedKey",
-    "SigningKey",
-    "generate_key_pair",
-    "load_signing_key",
-    "sign_message",
-]
+__all__ = ["GeneratedKey", "generate_key_pair", "load_signing_key"]
 
-Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
-
-# The headers a receiver must be able to trust. Those named twice are "oversigned" (RFC 6376
-# §8.15): the signature also covers their absence of a second copy, so a relay or a forwarder
-# cannot add another From, Subject or List-Unsubscribe without breaking it. Reply-To is signed
-# even when absent, so one cannot be added.
-SIGNED_HEADERS: tuple[bytes, ...] = (
-    b"from", b"from",
-    b"to",
-    b"subject", b"subject",
-    b"date",
-    b"message-id",
-    b"reply-to", b"reply-to",
-    b"list-id",
-    b"list-unsubscribe", b"list-unsubscribe",
-    b"list-unsubscribe-post", b"list-unsubscribe-post",
-    b"mime-version",
-    b"content-type",
-)  # fmt: skip
-
-# relaxed/relaxed survives what relays do to whitespace and header folding (RFC 6376 §3.4).
-_CANONICALIZE = (b"relaxed", b"relaxed")
 _PROBE = b"From: probe@example.invalid\r\nSubject: probe\r\n\r\nprobe\r\n"
 _MIN_RSA_BITS = 1024  # RFC 8301 §3.2: verifiers must reject smaller keys; we generate 2048
-
-
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    """A DKIM private key with its selector and domain, read once per campaign."""
-
-    selector: str
-    domain: str
-    algorithm: Algorithm
-    private_key: bytes
-
-    def __repr__(self) -> str:  # never print the key material
-        return f"SigningKey({self.selector}._domainkey.{self.domain}, {self.algorithm})"
-
-
-def sign_message(message: bytes, key: SigningKey) -> bytes:
-    """`message` with a DKIM-Signature header in front. `message` must use CRLF line ends."""
-    signature = dkimpy.sign(
-        message,
-        key.selector.encode("ascii"),
-        key.domain.encode("ascii"),
-        key.private_key,
-        canonicalize=_CANONICALIZE,
-        signature_algorithm=key.algorithm.encode("ascii"),
-        include_headers=list(SIGNED_HEADERS),
-    )
-    return bytes(signature) + message
 
 
 def load_signing_key(settings: Settings) -> SigningKey | None:

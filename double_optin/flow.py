@@ -8,32 +8,41 @@ Per list, the latest consent event is the state: `requested` (pending), `confirm
 - unsubscribe: -> withdrawn, plus a suppression, in one transaction, so a running campaign skips
   the person from the next message on (sending re-checks suppression before each send).
 
-Every answer is a value (an outcome with a status); the web layer only renders it. The
-database work runs in a worker thread so the event loop keeps serving while SQLite waits.
+Every answer is a value (an outcome with a status: double_optin.outcomes, re-exported here);
+the web layer only renders it. The database work runs in a worker thread so the event loop
+keeps serving while SQLite waits.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 
-from double_optin import store
 from double_optin.mail import ConfirmationMail, build_confirmation, deliver
-from mailer.acknowledge import send_unsubscribe_ack
-from mailer.addresses import normalise_address
+from double_optin.outcomes import (
+    ALL_LISTS,
+    Acknowledgement,
+    ConfirmOutcome,
+    Seen,
+    SignupOutcome,
+    SignupStatus,
+    TokenStatus,
+    UnsubscribeOutcome,
+)
 from mailer.config import Settings
+from mailer.core.addresses import normalise_address
+from mailer.core.render import make_environment
+from mailer.core.tokens import CONFIRM_SALT, TokenSigner, address_hash
+from mailer.delivery.acknowledge import send_unsubscribe_ack
+from mailer.delivery.sending import Connection
 from mailer.errors import ExpiredToken, ForgedToken
-from mailer.models import ConsentEvent
-from mailer.render import make_environment
-from mailer.sending import Connection
-from mailer.tokens import CONFIRM_SALT, TokenSigner, address_hash
+from mailer.store import signups as store
+from mailer.store.models import ConsentEvent
 
 __all__ = [
     "ALL_LISTS",
@@ -53,82 +62,14 @@ __all__ = [
 MAX_MAILS_PER_ADDRESS_PER_DAY = 3
 _ADDRESS_WINDOW = timedelta(hours=24)
 _IP_WINDOW = timedelta(hours=1)
-# The scope value that means "every list". List names start with a letter or digit, so a list
-# can never be called this.
-ALL_LISTS = "_all"
 _PENDING = (ConsentEvent.REQUESTED,)
 _ACTIVE = (ConsentEvent.REQUESTED, ConsentEvent.CONFIRMED)
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Seen:
-    """Where a request came from: stored as evidence with consent events."""
-
-    ip: str | None = None
-    user_agent: str | None = None
-
-
-class SignupStatus(StrEnum):
-    # One status for "mail sent", "address already known", "address hit its daily limit" and
-    # "a bot filled the honeypot": the answer must not tell which (no address enumeration).
-    ACCEPTED = "accepted"
-    INVALID = "invalid"
-    RATE_LIMITED = "rate_limited"
-
-
-@dataclass(frozen=True, slots=True)
-class SignupOutcome:
-    status: SignupStatus
-    error: str | None = None  # invalid_address | no_list | unknown_list
-    detail: str | None = None  # email-validator's sentence, for the English page
-    mail: ConfirmationMail | None = None
-
-
-class TokenStatus(StrEnum):
-    READY = "ready"  # confirm or unsubscribe page: shows the button
-    CONFIRMED = "confirmed"
-    RENEWED = "renewed"  # a new confirmation mail was asked for (same answer if limited)
-    UNSUBSCRIBED = "unsubscribed"
-    STALE = "stale"  # genuine, but nothing to do: withdrawn since, or the contact was erased
-    EXPIRED = "expired"
-    FORGED = "forged"
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmOutcome:
-    status: TokenStatus
-    lists: tuple[str, ...] = ()  # list names concerned
-    locale: str | None = None
-    signed_at: datetime | None = None
-    mail: ConfirmationMail | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Acknowledgement:
-    """The unsubscribe acknowledgement to send (policy.unsubscribe_ack), after the answer."""
-
-    email: str
-    list_title: str
-    locale: str
-
-
 # What "everything" is called in the acknowledgement ("afgemeld voor al onze e-mail van ...").
 _ALL_TITLE = {"nl": "al onze e-mail", "en": "all our e-mail"}
 
 
-@dataclass(frozen=True, slots=True)
-class UnsubscribeOutcome:
-    status: TokenStatus
-    list_name: str = ""  # the list of the mail the link came from
-    subscribed: tuple[str, ...] = ()  # lists the person is on (confirmed or pending)
-    left: tuple[str, ...] = ()  # lists this unsubscribe ended
-    everything: bool = False
-    locale: str | None = None
-    ack: Acknowledgement | None = None
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class _RateLimited(Exception):

@@ -71,7 +71,7 @@ class ProtectedSource:
             # A safety net: the HTML parser moved or dropped a Jinja construct.
             raise TemplateError(
                 "cannot inline its CSS without changing its Jinja code; move the Jinja "
-                "constructs out of unusual places (see README, 'Campaign templates')",
+                "constructs out of unusual places (see docs/templates.md)",
                 file=file,
             )
         return restored

@@ -100,6 +100,25 @@ def test_init_is_idempotent(project: Path, capsys: pytest.CaptureFixture[str]) -
     assert "is up to date" in capsys.readouterr().out
 
 
+def test_a_database_of_an_older_version_is_named_until_init_upgrades_it(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mailer(project, "contacts", "import", "contacts.csv") == 1
+    assert "has no tables yet. Run `mailer init` first." in capsys.readouterr().err
+    assert mailer(project, "init") == 0
+    old = create_engine(f"sqlite:///{project.parent / 'm.db'}")
+    with old.begin() as conn:  # what a database made before campaign control looks like
+        conn.execute(text("ALTER TABLE campaign DROP COLUMN status_reason"))
+    old.dispose()
+    assert mailer(project, "contacts", "import", "contacts.csv") == 1
+    err = capsys.readouterr().err
+    assert "was made by an older version (it lacks campaign.status_reason)" in err
+    assert "Run `mailer init` to upgrade it." in err
+    assert mailer(project, "init") == 0
+    assert "created or upgraded campaign.status_reason" in capsys.readouterr().out
+    assert mailer(project, "contacts", "import", "contacts.csv") == 0
+
+
 def test_import_plan_send_and_report_through_the_command_line(
     project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from mailer.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from mailer.errors import MailerError
-from mailer.store.db import make_engine
+from mailer.store.db import make_engine, schema_gaps
 
 __all__ = [
     "app",
@@ -72,16 +72,25 @@ def settings_from_options() -> Settings:
 def open_engine(settings: Settings, *, require_schema: bool = True) -> Iterator[Engine]:
     engine = make_engine(settings.database.url, source=settings.source)
     try:
-        if require_schema and not inspect(engine).has_table("campaign"):
-            raise MailerError(
-                f"The database {engine.url.render_as_string(hide_password=True)} has no tables "
-                "yet. Run `mailer init` first."
-            )
+        if require_schema:
+            _check_schema(engine)
         yield engine
     except SQLAlchemyError as exc:
         raise MailerError(f"The database failed: {exc.__class__.__name__}: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def _check_schema(engine: Engine) -> None:
+    where = engine.url.render_as_string(hide_password=True)
+    gaps = schema_gaps(engine)
+    if "campaign" in gaps:
+        raise MailerError(f"The database {where} has no tables yet. Run `mailer init` first.")
+    if gaps:
+        raise MailerError(
+            f"The database {where} was made by an older version (it lacks {', '.join(gaps)}). "
+            "Run `mailer init` to upgrade it."
+        )
 
 
 def utc_now() -> datetime:

@@ -13,7 +13,7 @@ from sqlmodel import Session, SQLModel, create_engine
 from mailer.errors import ConfigError, MailerError
 from mailer.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
-__all__ = ["create_schema", "make_engine", "session_scope"]
+__all__ = ["create_schema", "make_engine", "schema_gaps", "session_scope"]
 
 
 def make_engine(url: str, *, source: str = "database.url") -> Engine:
@@ -43,6 +43,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def schema_gaps(engine: Engine) -> list[str]:
+    """What `create_schema` would add: missing tables, and `table.column` for missing columns.
+
+    Every command checks this before it works, so a database made by an older version is
+    named as such ("run `mailer init`") instead of failing mid-run on a missing column.
+    """
+    try:
+        with engine.connect() as conn:
+            return [f"{t}.{c.name}" if c is not None else t for t, c in _gaps(inspect(conn))]
+    except OperationalError as exc:
+        raise MailerError(f"The database at {engine.url!r} cannot be opened: {exc.orig}") from exc
+
+
+def _gaps(inspector: Any) -> list[tuple[str, Any]]:
+    existing = set(inspector.get_table_names())
+    gaps: list[tuple[str, Any]] = []
+    for name, table in SQLModel.metadata.tables.items():
+        if name not in existing:
+            gaps.append((name, None))
+            continue
+        present = {c["name"] for c in inspector.get_columns(name)}
+        gaps += [(name, column) for column in table.columns if column.name not in present]
+    return gaps
+
+
 def create_schema(engine: Engine) -> list[str]:
     """Create missing tables, add missing nullable columns and indexes; idempotent.
 
@@ -53,25 +78,24 @@ def create_schema(engine: Engine) -> list[str]:
     try:
         with engine.begin() as conn:
             inspector = inspect(conn)
-            existing = set(inspector.get_table_names())
+            gaps = _gaps(inspector)
             SQLModel.metadata.create_all(conn)
-            changed += [t for t in SQLModel.metadata.tables if t not in existing]
-            for name in existing & set(SQLModel.metadata.tables):
-                table = SQLModel.metadata.tables[name]
-                present = {c["name"] for c in inspector.get_columns(name)}
-                for column in table.columns:
-                    if column.name in present:
-                        continue
-                    if not column.nullable:
-                        raise MailerError(
-                            f"The database table {name} lacks the required column "
-                            f"{column.name}; it cannot be added to existing rows."
-                        )
-                    kind = column.type.compile(dialect=conn.dialect)
-                    conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
-                    changed.append(f"{name}.{column.name}")
+            created = {name for name, column in gaps if column is None}
+            changed += sorted(created)
+            for name, column in gaps:
+                if column is None:
+                    continue
+                if not column.nullable:
+                    raise MailerError(
+                        f"The database table {name} lacks the required column "
+                        f"{column.name}; it cannot be added to existing rows."
+                    )
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(text(f'ALTER TABLE {name} ADD COLUMN "{column.name}" {kind}'))
+                changed.append(f"{name}.{column.name}")
+            for name in SQLModel.metadata.tables.keys() - created:  # new ones have their indexes
                 present_indexes = {i["name"] for i in inspector.get_indexes(name)}
-                for index in table.indexes:
+                for index in SQLModel.metadata.tables[name].indexes:
                     if index.name not in present_indexes:
                         index.create(conn)
                         changed.append(f"{name}.{index.name}")

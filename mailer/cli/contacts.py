@@ -1,49 +1,105 @@
-"""`mailer contacts ...` and `mailer customers ...`: imports, all rows or none."""
+"""`mailer contacts ...`, `mailer customers ...` and `mailer suppressions ...`: imports, all rows
+or none."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from mailer.cli import output
 from mailer.cli.base import (
+    app,
     contacts_app,
     customers_app,
     open_engine,
     settings_from_options,
     utc_now,
 )
-from mailer.store.importer import import_contacts, import_customers
+from mailer.store.importer import ImportResult, ImportSource, import_contacts, import_customers
 
-__all__: list[str] = []  # commands register themselves on the app
+__all__ = ["suppressions_app"]  # the other commands register themselves on the app
+
+suppressions_app = typer.Typer(
+    help="Addresses never to mail, kept as keyed hashes only.", no_args_is_help=True
+)
+app.add_typer(suppressions_app, name="suppressions")
+
+MapOption = Annotated[
+    str | None,
+    typer.Option(
+        "--map",
+        help='Column mapping: "Source column=field,Other column=" (empty field: leave it out).',
+    ),
+]
+DelimiterOption = Annotated[
+    str | None,
+    typer.Option("--delimiter", help='Column separator: ",", ";" or tab (default: detected).'),
+]
 
 
-def _import(kind: str, function: Callable[..., Any], file: Path) -> None:
-    settings = settings_from_options()
-    with open_engine(settings) as engine:
-        with output.ImportProgress(f"importing {file.name}") as progress:
-            result = function(engine, settings, file, now=utc_now(), on_progress=progress.update)
+def _report(file: Path, kind: str, result: ImportResult) -> None:
     output.line(
         f"{file}: {result.rows} rows imported ({kind}); {result.contacts_created} contacts new, "
         f"{result.contacts_updated} updated, {result.consent_events} consent events, "
-        f"{result.purchases} purchases."
+        f"{result.purchases} purchases, {result.objections} objections recorded."
     )
+    if result.ignored_columns:
+        output.line(f"Columns not needed and left out: {', '.join(result.ignored_columns)}.")
+    for reason, count in sorted(result.skipped.items()):
+        output.line(f"{count} rows left out: {reason}.")
+
+
+def _import(kind: str, file: Path, run: Callable[..., ImportResult]) -> None:
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        with output.ImportProgress(f"importing {file.name}") as progress:
+            result = run(engine, settings, file, now=utc_now(), on_progress=progress.update)
+    _report(file, kind, result)
 
 
 @contacts_app.command("import")
 def contacts_import(
     file: Annotated[Path, typer.Argument(help="CSV: email, personal fields, consent evidence.")],
+    file_format: Annotated[
+        str, typer.Option("--format", help="generic, mailchimp (audience export) or laposta.")
+    ] = "generic",
+    list_name: Annotated[
+        str | None, typer.Option("--list", help="The list every row signed up for.")
+    ] = None,
+    column_map: MapOption = None,
+    delimiter: DelimiterOption = None,
 ) -> None:
-    """Import contacts with their consent evidence; all rows or none."""
-    _import("contacts", import_contacts, file)
+    """Import contacts with their consent evidence; all rows or none.
+
+    A member without a confirmation time is a pending signup: never mailed until confirmed,
+    and no re-permission mail is sent (asking for consent by e-mail is itself marketing).
+    """
+    source = ImportSource(file_format, column_map, delimiter)
+    _import("contacts", file, partial(import_contacts, source=source, list_name=list_name))
 
 
 @customers_app.command("import")
 def customers_import(
     file: Annotated[Path, typer.Argument(help="CSV: email, category, purchased_at, ...")],
+    file_format: Annotated[
+        str, typer.Option("--format", help="generic, woocommerce or shopify (order exports).")
+    ] = "generic",
+    column_map: MapOption = None,
+    delimiter: DelimiterOption = None,
+    optout_offered: Annotated[
+        bool | None,
+        typer.Option(
+            "--optout-offered/--no-optout-offered",
+            help="The shop offered an opt-out when it collected the addresses (for every row).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Import customers and their purchases; all rows or none."""
-    _import("customers", import_customers, file)
+    source = ImportSource(file_format, column_map, delimiter)
+    run = partial(import_customers, source=source, optout_offered=optout_offered)
+    _import("customers", file, run)

@@ -103,3 +103,45 @@ def customers_import(
     source = ImportSource(file_format, column_map, delimiter)
     run = partial(import_customers, source=source, optout_offered=optout_offered)
     _import("customers", file, run)
+
+
+@suppressions_app.command("import")
+def suppressions_import(
+    file: Annotated[Path, typer.Argument(help="CSV with an email column (and suppressed_at).")],
+    reason: Annotated[
+        str | None,
+        typer.Option(
+            "--reason",
+            help="unsubscribed, hard_bounce, complaint or objected (Mailchimp: from the export).",
+        ),
+    ] = None,
+    list_name: Annotated[
+        str | None, typer.Option("--list", help="Suppress for this list only (default: all).")
+    ] = None,
+    file_format: Annotated[
+        str, typer.Option("--format", help="generic or mailchimp (unsubscribed/cleaned export).")
+    ] = "generic",
+    column_map: MapOption = None,
+    delimiter: DelimiterOption = None,
+) -> None:
+    """Add suppressions (keyed hashes only); an import never lifts one. All rows or none."""
+    from mailer.errors import InputError
+    from mailer.store.models import SuppressionReason
+    from mailer.store.suppression_import import IMPORTABLE_REASONS, import_suppressions
+
+    if reason is not None and reason not in {str(r) for r in IMPORTABLE_REASONS}:
+        raise InputError(f'--reason: "{reason}" is not one of: {", ".join(IMPORTABLE_REASONS)}.')
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        result = import_suppressions(
+            engine, settings, file, now=utc_now(),
+            reason=SuppressionReason(reason) if reason else None, list_name=list_name,
+            source=ImportSource(file_format, column_map, delimiter),
+        )  # fmt: skip
+    scope = f'list "{result.scope}"' if result.scope else "all lists"
+    output.line(
+        f"{file}: {result.rows} rows; {result.added} suppressions added ({result.reason}, "
+        f"{scope}), {result.already_suppressed} already suppressed. Only keyed hashes are kept."
+    )
+    if result.ignored_columns:
+        output.line(f"Columns not needed and left out: {', '.join(result.ignored_columns)}.")

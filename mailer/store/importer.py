@@ -184,10 +184,13 @@ def import_customers(
     """
     source = source or ImportSource()
     fmt = pick_format(CUSTOMER_FORMATS, source.format)
+    # A shop's own export has no such column: then the command line must say it (checked once
+    # the header is read); the mailer's own format keeps requiring the column.
+    stated = optout_offered is not None
     required = tuple(c for c in CUSTOMER_REQUIRED
-                     if optout_offered is None or c != "optout_offered")  # fmt: skip
+                     if c != "optout_offered" or (fmt.generic and not stated))  # fmt: skip
     parse = customer_parser(category_list=fmt.category_list, optout_offered=optout_offered)
-    reading = _Reading(CUSTOMER_COLUMNS, required, fmt, source, {})
+    reading = _Reading(CUSTOMER_COLUMNS, required, fmt, source, {}, needs_optout=not stated)
     return _run(engine, settings, path, now, reading, parse, on_progress)
 
 
@@ -198,12 +201,11 @@ class _Reading:
     fmt: ImportFormat
     source: ImportSource
     constants: dict[str, str]
+    needs_optout: bool = False  # the file must give optout_offered per row
 
 
 def _check_optout_column(file: str, header: Header, reading: _Reading) -> None:
-    if "optout_offered" in reading.columns and "optout_offered" not in reading.required:
-        return  # given on the command line
-    if "optout_offered" in reading.columns and "optout_offered" not in header.labels:
+    if reading.needs_optout and "optout_offered" not in header.labels:
         raise InputError(
             f"{reading.fmt.title} has no optout_offered column; say whether the shop offered "
             "an opt-out when it collected these addresses (Telecommunicatiewet 11.7 lid 3): "

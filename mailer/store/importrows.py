@@ -51,8 +51,11 @@ CUSTOMER_REQUIRED = ("email", "category", "purchased_at", "optout_offered")
 # old spreadsheet) must not be given today's configured text as if the person had read that.
 WORDING_NOT_RECORDED = "wording not recorded by the source"
 
-# WooCommerce order statuses that are no sale (yet): the address was not obtained in a sale.
-_NOT_A_SALE = frozenset({"pending", "failed", "cancelled", "refunded", "checkout-draft", "trash"})
+# WooCommerce order statuses that are no sale (yet): not paid (pending, on-hold: awaiting
+# payment), failed, undone. An address from such an order was not obtained in a sale.
+_NOT_A_SALE = frozenset(
+    {"pending", "on-hold", "failed", "cancelled", "refunded", "checkout-draft", "trash"}
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ def _report(file: Path, kind: str, result: ImportResult) -> None:
     if result.ignored_columns:
         output.line(f"Columns not needed and left out: {', '.join(result.ignored_columns)}.")
     for reason, count in sorted(result.skipped.items()):
-        output.line(f"{count} rows left out: {reason}.")
+        output.line(f"{count} {'row' if count == 1 else 'rows'} left out: {reason}.")
 
 
 def _import(kind: str, file: Path, run: Callable[..., ImportResult]) -> None:

@@ -129,6 +129,14 @@ def test_after_moving_in_the_plan_mails_exactly_the_confirmed_and_the_unsuppress
     run(project, "campaign", "send", "voorjaar")
     assert sorted(m.recipients[0] for m in sink.messages) == sorted(CONFIRMED | GEBAK_CUSTOMERS)
 
+    # Why was Bas mailed? The sale, in shop time stored as UTC, with the opt-out offered.
+    shown = run(project, "consent", "show", "bas.timmer@example.nl")
+    assert shown.splitlines()[-3:] == [
+        "Purchases (the existing-customer basis), oldest first (times in UTC):",
+        "2024-03-02 09:02:33  Brood  (opt-out offered)",
+        "2024-03-02 09:02:33  Gebak > Koekjes  (opt-out offered)",
+    ]
+
 
 def test_a_control_character_in_evidence_exits_2_naming_file_line_and_column(
     project: Path,
@@ -157,3 +165,8 @@ def test_reimporting_customers_with_a_new_objection_reports_it(project: Path) ->
     out = run(project, "customers", "import", str(path))
 
     assert "0 purchases, 1 objections recorded." in out
+    shown = run(project, "consent", "show", "Jan@example.nl").splitlines()
+    assert shown[-2:] == [
+        "Purchases (the existing-customer basis), oldest first (times in UTC):",
+        "2026-01-05 00:00:00  Brood  (opt-out offered; objected 2026-02-01 00:00:00)",
+    ]

@@ -38,9 +38,11 @@ __all__ = [
     "SUPPRESSION_FORMATS",
     "Header",
     "ImportFormat",
+    "ImportSource",
     "detect_delimiter",
     "parse_delimiter",
     "parse_map",
+    "pick_format",
     "resolve_header",
 ]
 
@@ -194,6 +196,21 @@ SHOPIFY_CUSTOMERS = ImportFormat(
 CONTACT_FORMATS = {f.name: f for f in (GENERIC, MAILCHIMP_CONTACTS, LAPOSTA_CONTACTS)}
 CUSTOMER_FORMATS = {f.name: f for f in (GENERIC, WOOCOMMERCE_CUSTOMERS, SHOPIFY_CUSTOMERS)}
 SUPPRESSION_FORMATS = {f.name: f for f in (GENERIC, MAILCHIMP_SUPPRESSIONS)}
+
+
+@dataclass(frozen=True, slots=True)
+class ImportSource:
+    """How to read the file: its format, a column map and the separator (None: detect)."""
+
+    format: str = "generic"
+    column_map: str | None = None  # --map "Source column=field,..."
+    delimiter: str | None = None  # --delimiter
+
+
+def pick_format(formats: dict[str, ImportFormat], name: str) -> ImportFormat:
+    if name not in formats:
+        raise InputError(f'--format: "{name}" is not one of: {", ".join(formats)}.')
+    return formats[name]
 
 
 def _key(name: str) -> str:

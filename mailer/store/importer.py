@@ -36,8 +36,10 @@ from mailer.store.formats import (
     CUSTOMER_FORMATS,
     Header,
     ImportFormat,
+    ImportSource,
     parse_delimiter,
     parse_map,
+    pick_format,
 )
 from mailer.store.importrows import (
     CONTACT_COLUMNS,
@@ -111,23 +113,8 @@ class ImportResult:
     ignored_columns: tuple[str, ...] = ()  # columns the format knows and does not need
 
 
-@dataclass(frozen=True, slots=True)
-class ImportSource:
-    """How to read the file: its format, a column map and the separator (None: detect)."""
-
-    format: str = "generic"
-    column_map: str | None = None  # --map "Source column=field,..."
-    delimiter: str | None = None  # --delimiter
-
-
 # Called after each batch with (bytes read, file size): a progress bar for large files.
 Progress = Callable[[int, int], None]
-
-
-def pick_format(formats: dict[str, ImportFormat], name: str) -> ImportFormat:
-    if name not in formats:
-        raise InputError(f'--format: "{name}" is not one of: {", ".join(formats)}.')
-    return formats[name]
 
 
 def import_contacts(

@@ -25,8 +25,14 @@ from mailer.core.tokens import address_hashes
 from mailer.errors import InputError, MailerError
 from mailer.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
 from mailer.store.csvfile import CsvRow, as_utc, read_rows
-from mailer.store.formats import SUPPRESSION_FORMATS, Header, parse_delimiter, parse_map
-from mailer.store.importer import ImportSource, pick_format
+from mailer.store.formats import (
+    SUPPRESSION_FORMATS,
+    Header,
+    ImportSource,
+    parse_delimiter,
+    parse_map,
+    pick_format,
+)
 from mailer.store.models import SuppressionReason
 
 __all__ = [

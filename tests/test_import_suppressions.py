@@ -125,3 +125,18 @@ def test_erased_is_not_an_importable_reason(engine: Engine, settings: Settings) 
         '--reason: "erased" cannot be imported; reasons: unsubscribed, objected, hard_bounce, '
         "complaint."
     )
+
+
+def test_the_subscribed_export_is_not_taken_for_an_unsubscribed_one(
+    engine: Engine, settings: Settings
+) -> None:
+    with pytest.raises(InputError) as caught:
+        import_suppressions(engine, settings, Path("mailchimp-subscribed.csv"), now=NOW,
+                            reason=None, source=MAILCHIMP)  # fmt: skip
+
+    assert str(caught.value) == (
+        "mailchimp-subscribed.csv: this is not a Mailchimp unsubscribed or cleaned export: it "
+        "has no UNSUB_TIME or CLEAN_TIME column. The subscribed export goes to `mailer contacts "
+        "import --format mailchimp`; for another file, give --reason."
+    )
+    assert counts(engine) == NOTHING

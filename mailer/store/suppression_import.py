@@ -96,6 +96,15 @@ def import_suppressions(
     def on_header(header: Header) -> None:
         ignored.extend(header.ignored)
         inferred = _MAILCHIMP_REASON.get(header.labels.get("suppressed_at", "").lower())
+        if inferred is None and reason is None:
+            # Without UNSUB_TIME or CLEAN_TIME this is not one of those two exports: most
+            # likely the subscribed one, whose members must not be suppressed by a slip.
+            raise InputError(
+                f"this is not {fmt.title}: it has no UNSUB_TIME or CLEAN_TIME column. The "
+                "subscribed export goes to `mailer contacts import --format mailchimp`; for "
+                "another file, give --reason.",
+                file=file,
+            )
         chosen.append(reason or inferred or SuppressionReason.UNSUBSCRIBED)
 
     try:

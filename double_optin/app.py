@@ -133,7 +133,7 @@ def create_app(
 
     def confirm_page(outcome: ConfirmOutcome, token_locale: str | None) -> Response:
         locale = outcome.locale or token_locale
-        context = {"titles": pages.titles(outcome.lists)}
+        context = {"titles": pages.titles(outcome.lists, locale)}
         match outcome.status:
             case TokenStatus.READY:
                 return pages.render("confirm", locale, context, root="../")
@@ -201,7 +201,13 @@ def create_app(
                 "unsubscribed", lang, {"titles": [], "everything": True}, root="../"
             )
         context = {
-            "choices": list(zip(outcome.subscribed, pages.titles(outcome.subscribed), strict=True)),
+            "choices": list(
+                zip(
+                    outcome.subscribed,
+                    pages.titles(outcome.subscribed, outcome.locale or lang),
+                    strict=True,
+                )
+            ),  # fmt: skip
             "current": outcome.list_name,
             "all_lists": ALL_LISTS,
         }
@@ -232,7 +238,8 @@ def create_app(
         if outcome.ack is not None:
             # After the answer, like the confirmation mail: the unsubscribe is already stored.
             background.add_task(flow.acknowledge, outcome.ack)
-        context = {"titles": pages.titles(outcome.left), "everything": outcome.everything}
+        titles = pages.titles(outcome.left, outcome.locale or lang)
+        context = {"titles": titles, "everything": outcome.everything}
         # RFC 8058 §3.2: answer the POST itself; never a redirect.
         return pages.render("unsubscribed", outcome.locale or lang, context, root="../")
 
@@ -257,11 +264,10 @@ def create_app(
         return JSONResponse({"status": "ok"})
 
     @app.get("/api/lists", summary="The lists a form may offer, with their exact wording")
-    async def api_lists() -> list[ListInfo]:
-        return [
-            ListInfo(name=name, title=item.title, wording=item.wording)
-            for name, item in settings.lists.items()
-        ]
+    async def api_lists(lang: LangQuery = None) -> list[ListInfo]:
+        # The text in `lang` is what a signup with that `locale` records as its wording.
+        texts = {name: item.text_for(lang) for name, item in settings.lists.items()}
+        return [ListInfo(name=n, title=t.title, wording=t.wording) for n, t in texts.items()]
 
     @app.post(
         "/api/subscribe",

@@ -121,7 +121,8 @@ class Flow:
             return SignupOutcome(SignupStatus.INVALID, "no_list")
         if any(name not in self.settings.lists for name in chosen):
             return SignupOutcome(SignupStatus.INVALID, "unknown_list")
-        wordings = {name: self.settings.lists[name].wording for name in chosen}
+        # The wording of the page's language: exactly the text the person was shown.
+        wordings = {name: self.settings.lists[name].text_for(locale).wording for name in chosen}
         now = self.clock()
         evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
         try:
@@ -327,7 +328,8 @@ class Flow:
             # click, must not send a second acknowledgement.
             if self.settings.policy.acknowledge_unsubscribe and (ending or added):
                 locale = contact.locale if contact.locale in _ALL_TITLE else self.settings.locale
-                titles = [self.settings.lists[n].title for n in left if n in self.settings.lists]
+                lists = self.settings.lists
+                titles = [lists[n].text_for(locale).title for n in left if n in lists]
                 title = _ALL_TITLE[locale] if everything or not titles else ", ".join(titles)
                 ack = Acknowledgement(contact.email, title, locale)
             return UnsubscribeOutcome(

@@ -32,6 +32,11 @@ class ConfirmationMail:
     expires_at: datetime
 
 
+def _title(settings: Settings, name: str, locale: str) -> str:
+    found = settings.lists.get(name)
+    return found.text_for(locale).title if found is not None else name
+
+
 def build_confirmation(
     env: Environment, settings: Settings, mail: ConfirmationMail, now: datetime
 ) -> bytes:
@@ -41,7 +46,7 @@ def build_confirmation(
         "email": mail.email,
         "confirm_url": mail.confirm_url,
         "lists": [
-            {"title": settings.lists[name].title if name in settings.lists else name, "wording": w}
+            {"title": _title(settings, name, mail.locale), "wording": w}
             for name, w in zip(mail.list_names, mail.wordings, strict=True)
         ],
         "expires_at": mail.expires_at.strftime("%Y-%m-%d %H:%M UTC"),

@@ -69,9 +69,12 @@ class Pages:
         self.env = env or make_environment(settings)
         self.stylesheet = (BUNDLED_TEMPLATES / "pages" / "page.css").read_bytes()
 
-    def titles(self, list_names: tuple[str, ...] | list[str]) -> list[str]:
+    def titles(
+        self, list_names: tuple[str, ...] | list[str], locale: str | None = None
+    ) -> list[str]:
         lists = self.settings.lists
-        return [lists[n].title if n in lists else n for n in list_names]
+        chosen = pick_locale(locale, self.settings.locale)
+        return [lists[n].text_for(chosen).title if n in lists else n for n in list_names]
 
     def render(
         self,
@@ -90,7 +93,9 @@ class Pages:
             {
                 "locale": chosen,
                 "sender": self.settings.sender,
-                "lists": self.settings.lists,
+                # Each list's title and wording in the page's language: what the person
+                # reads here is what the consent records (flow.signup uses the same text).
+                "lists": {n: item.text_for(chosen) for n, item in self.settings.lists.items()},
                 "root": root,
                 **(context or {}),
             }

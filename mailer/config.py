@@ -25,6 +25,7 @@ __all__ = [
     "DatabaseSettings",
     "DkimSettings",
     "ListSettings",
+    "ListText",
     "PolicySettings",
     "SchedulerSettings",
     "SenderSettings",
@@ -191,9 +192,30 @@ class BounceSettings(_Section):
     interval_minutes: float = Field(default=15.0, ge=0)
 
 
+class ListText(_Section):
+    title: str = Field(min_length=1)
+    wording: str = Field(min_length=1)
+
+
 class ListSettings(_Section):
     title: str = Field(min_length=1)
     wording: str = Field(min_length=1)
+    # Per locale ("en"): the title and wording a page in that language shows, and the consent
+    # then records (rule 7: the exact wording shown).
+    translations: dict[str, ListText] = Field(default_factory=dict)
+
+    @field_validator("translations")
+    @classmethod
+    def _locales(cls, value: dict[str, ListText]) -> dict[str, ListText]:
+        for locale in value:
+            if not re.fullmatch(r"[a-z]{2}(-[A-Z]{2})?", locale):
+                raise ValueError(f'"{locale}" is not a locale like "en" or "nl"')
+        return value
+
+    def text_for(self, locale: str | None) -> ListText:
+        """The title and wording in `locale`, or the list's own text without a translation."""
+        found = self.translations.get(locale or "")
+        return found or ListText(title=self.title, wording=self.wording)
 
 
 class DkimSettings(_Section):

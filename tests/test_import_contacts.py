@@ -66,7 +66,7 @@ def test_confirmed_row_creates_contact_with_requested_and_confirmed_events_and_e
         assert event["user_agent"] is None
 
 
-def test_missing_wording_and_source_fall_back_to_configured_wording_and_file_name(
+def test_missing_wording_is_recorded_as_not_recorded_and_source_falls_back_to_file_name(
     engine: Engine, settings: Settings
 ) -> None:
     path = write("contacts.csv", "email,list,confirmed_at", "jan@example.nl,offers,2026-03-01")
@@ -78,7 +78,8 @@ def test_missing_wording_and_source_fall_back_to_configured_wording_and_file_nam
         ("requested", datetime(2026, 3, 1, tzinfo=UTC)),
         ("confirmed", datetime(2026, 3, 1, tzinfo=UTC)),
     ]
-    assert {e["wording"] for e in events} == {settings.lists["offers"].wording}
+    # Never today's configured text: the person may have read another wording, years ago.
+    assert {e["wording"] for e in events} == {"wording not recorded by the source"}
     assert {e["source"] for e in events} == {"import:contacts.csv"}
 
 

@@ -35,8 +35,9 @@ def test_customers_import_records_one_purchase_per_row(engine: Engine, settings:
     result = import_customers(engine, settings, path, now=NOW)
 
     assert result == ImportResult(
-        rows=3, contacts_created=2, contacts_updated=0, consent_events=0, purchases=3
-    )
+        rows=3, contacts_created=2, contacts_updated=0, consent_events=0, purchases=3,
+        objections=1,
+    )  # fmt: skip
     purchases = rows(engine, "purchase")
     assert [
         (

@@ -25,7 +25,8 @@ def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 CONTACT_COLUMN_LIST = (
     "email, first_name, last_name, initials, title, gender, birth_date, street, postcode, city, "
-    "phone, locale, relationship_ended_at, list, wording, source, requested_at, confirmed_at, ip"
+    "phone, locale, relationship_ended_at, list, wording, source, requested_at, confirmed_at, ip, "
+    "requested_ip, confirmed_ip"
 )
 GOOD = "jan@example.nl,Jan,newsletter,2026-03-01,2026-03-02,,"
 GOOD2 = "piet@example.nl,Piet,offers,,,,"
@@ -49,10 +50,19 @@ BAD_CONTACT_FILES = {
         ["first_name", "Jan"],
         'contacts.csv:1: the required column "email" is missing from the header.',
     ),
-    "semicolon separated": (
-        ["email;first_name", "jan@example.nl;Jan"],
-        'contacts.csv:1: the columns are separated by ";"; save the file as CSV with "," between '
-        "columns.",
+    "every unknown column at once": (
+        ["email;shoe_size;first_name;hat", "jan@example.nl;44;Jan;L"],
+        f'contacts.csv:1: unknown columns "shoe_size", "hat"; allowed: {CONTACT_COLUMN_LIST}.',
+    ),
+    "control character in the source": (
+        ["email,list,source", "jan@example.nl,newsletter,beurs\x07 2024"],
+        'contacts.csv:2: column "source": contains the control character U+0007 at position 6; '
+        "evidence must read as it was given, remove it.",
+    ),
+    "consent in the future": (
+        ["email,list,confirmed_at", "jan@example.nl,newsletter,2027-01-01T00:00:00"],
+        'contacts.csv:2: column "confirmed_at": "2027-01-01T00:00:00" is in the future; consent '
+        "cannot have been given later than now (2026-03-10 12:00 UTC).",
     ),
     "bad address on row 3": (
         [CONTACT_HEADER, GOOD, GOOD2, "jan@,Jan,,,,,"],

@@ -47,7 +47,8 @@ def db(engine: Engine, settings: Settings) -> tuple[Engine, Settings]:
 def seed(engine: Engine, settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
     (tmp_path / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
-    import_contacts(engine, settings, tmp_path / "contacts.csv", now=NOW - timedelta(days=900))
+    # Imported now: a consent dated after the import's `now` is refused as a time in the future.
+    import_contacts(engine, settings, tmp_path / "contacts.csv", now=NOW)
     import_customers(engine, settings, tmp_path / "customers.csv", now=NOW - timedelta(days=900))
     with engine.begin() as conn:
         conn.execute(text(

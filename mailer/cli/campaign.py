@@ -29,10 +29,17 @@ def campaign_create(
     category: Annotated[
         str | None, typer.Option(help="Product category, for existing customers.")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Accept a category no purchase has yet.")
+    ] = False,
 ) -> None:
     """Create a campaign (checks the list and renders the template once)."""
+    from mailer.store.categories import check_campaign_category
+
     settings = settings_from_options()
     with open_engine(settings) as engine:
+        if category and not force:
+            check_campaign_category(engine, category)
         campaign = create_campaign(
             engine,
             settings,

@@ -82,10 +82,12 @@ def privacy_purge(
 def consent_show(email: EmailArgument) -> None:
     """The consent trail of a person: every event with its evidence, oldest first."""
     from mailer.privacy.person import consent_trail
+    from mailer.privacy.purchases import purchase_facts
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
         trail = consent_trail(engine, settings, email)
+        purchases = purchase_facts(engine, email)
     output.trail_table(
         f"Consent trail of {email.strip().lower()}, oldest first (times in UTC):",
         (
@@ -94,3 +96,10 @@ def consent_show(email: EmailArgument) -> None:
             for e in trail
         ),
     )  # fmt: skip
+    if purchases:
+        output.line("")
+        output.line("Purchases (the existing-customer basis), oldest first (times in UTC):")
+    for p in purchases:
+        offered = "opt-out offered" if p.optout_offered else "opt-out NOT offered"
+        objected = f"; objected {p.objected_at:%Y-%m-%d %H:%M:%S}" if p.objected_at else ""
+        output.line(f"{p.at:%Y-%m-%d %H:%M:%S}  {p.category}  ({offered}{objected})")

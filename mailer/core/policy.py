@@ -7,8 +7,9 @@ Order of the rule:
   1. a suppression (unsubscribed, objected, bounced, complained, erased) blocks, unless the person
      confirmed a new double opt-in for this list themselves after it (an import never lifts one);
   2. confirmed consent to this list;
-  3. existing customer: bought a product of this campaign's category, was offered an opt-out when
-     the address was collected, has not objected (and `policy.soft_optin` is on);
+  3. existing customer: bought a product of this campaign's category (or of one below it, see
+     core.categories), was offered an opt-out when the address was collected, has not
+     objected (and `policy.soft_optin` is on);
   4. role address: BE impersonal address of a company (`policy.role_addresses`), or in NL an
      address the company published for receiving offers (`policy.offer_addresses`);
   5. otherwise skip, with the most specific reason.
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from mailer.core.categories import category_matches
 from mailer.core.states import ConsentEvent, ConsentOrigin
 
 __all__ = [
@@ -188,7 +190,8 @@ def decide(
     if any(p.objected_at is not None and p.objected_at <= now for p in purchases):
         customer_skip = SkipReason.OBJECTED
     elif rules.soft_optin and purchases:
-        similar = [p for p in purchases if p.category == campaign.category]
+        # Case- and space-insensitive; a campaign category matches the categories below it.
+        similar = [p for p in purchases if category_matches(campaign.category, p.category)]
         if not similar:
             customer_skip = SkipReason.OTHER_CATEGORY
         elif any(p.optout_offered for p in similar):

@@ -9,15 +9,18 @@ import codecs
 import csv
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+import unicodedata
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, tzinfo
+from itertools import chain
 from typing import IO
 
 from mailer.core.addresses import normalise_address
 from mailer.errors import InputError
+from mailer.store.formats import GENERIC, Header, ImportFormat, detect_delimiter, resolve_header
 
-__all__ = ["SPECIAL_CATEGORY_COLUMNS", "CsvRow", "as_utc", "read_rows"]
+__all__ = ["SPECIAL_CATEGORY_COLUMNS", "CsvRow", "as_utc", "control_character", "read_rows"]
 
 # AVG art. 9 categories (and their usual Dutch names): refused with a message of their own, so
 # the person exporting the file learns why, instead of just renaming the column.
@@ -36,6 +39,24 @@ SPECIAL_CATEGORY_COLUMNS: frozenset[str] = frozenset(
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LINE_BREAK = re.compile(r"[\r\n]")
+# Shopify writes "2025-10-07 09:50:26 +0200", which fromisoformat does not read.
+_SPACED_OFFSET = "%Y-%m-%d %H:%M:%S %z"
+# Bidirectional overrides and isolates (Unicode TR 9) make evidence read differently on screen
+# than it is stored ("Trojan Source", CVE-2021-42574); they are refused like control characters.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def control_character(value: str, *, allow: str = "") -> str | None:
+    """The first control character of `value` (C0, DEL, C1 or a bidi control), or None.
+
+    Kept here, in the import path, until the shared validator of mailer/core (issue 14) lands.
+    """
+    for char in value:
+        if char in allow:
+            continue
+        if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
+            return char
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +67,13 @@ class CsvRow:
     line: int
     values: dict[str, str]
     limits: Mapping[str, int | None]  # the database's column lengths
+    labels: Mapping[str, str] = field(default_factory=dict)  # field -> column name in the file
+    zone: tzinfo = UTC  # of naive times in the file
 
     def error(self, column: str, message: str) -> InputError:
-        return InputError(message, file=self.file, line=self.line, field=column)
+        return InputError(
+            message, file=self.file, line=self.line, field=self.labels.get(column, column)
+        )
 
     def get(self, column: str, *, required: bool = False) -> str | None:
         value = self.values.get(column)
@@ -63,6 +88,13 @@ class CsvRow:
         # These values end up in mail headers and templates; a line break there is an injection.
         if not multiline and _LINE_BREAK.search(value):
             raise self.error(column, "contains a line break; a value must be on one line.")
+        bad = control_character(value, allow="\r\n\t" if multiline else "")
+        if bad is not None:
+            raise self.error(
+                column,
+                f"contains the control character U+{ord(bad):04X} at position "
+                f"{value.index(bad) + 1}; evidence must read as it was given, remove it.",
+            )
         limit = self.limits.get(column)
         if limit is not None and len(value) > limit:
             raise self.error(column, f"is {len(value)} characters long; at most {limit} fit.")
@@ -73,7 +105,13 @@ class CsvRow:
         if raw is None:
             return None
         try:
-            return as_utc(datetime.fromisoformat(raw))
+            try:
+                moment = datetime.fromisoformat(raw)
+            except ValueError:
+                moment = datetime.strptime(raw, _SPACED_OFFSET)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=self.zone)
+            return as_utc(moment)
         except (ValueError, OverflowError) as exc:
             raise self.error(column, f'"{raw}" is not a date like 2026-03-01T12:00:00.') from exc
 
@@ -101,14 +139,14 @@ class CsvRow:
         except ValueError as exc:
             raise self.error("email", f'"{raw}" is not a valid e-mail address: {exc}') from exc
 
-    def ip(self) -> str | None:
-        raw = self.get("ip")
+    def ip(self, column: str = "ip") -> str | None:
+        raw = self.get(column)
         if raw is None:
             return None
         try:
             return str(ipaddress.ip_address(raw))
         except ValueError as exc:
-            raise self.error("ip", f'"{raw}" is not an IP address.') from exc
+            raise self.error(column, f'"{raw}" is not an IP address.') from exc
 
 
 def as_utc(moment: datetime) -> datetime:
@@ -134,67 +172,57 @@ def _lines(handle: IO[bytes], file: str) -> Iterator[str]:
         raise InputError(f"the file cannot be read: {exc.strerror}.", file=file) from exc
 
 
-def _header(reader: Iterator[list[str]], file: str, columns: Sequence[str],
-            required: Sequence[str]) -> list[str]:  # fmt: skip
-    first = next(reader, None)
-    if not first:
-        raise InputError(
-            f"the file is empty; its first line must be a header like: {','.join(required)}.",
-            file=file,
-        )
-    names = [name.strip().lower() for name in first]
-    if len(names) == 1 and ";" in names[0]:
-        # Dutch and Belgian Excel saves "CSV" with semicolons unless told otherwise.
-        raise InputError(
-            'the columns are separated by ";"; save the file as CSV with "," between columns.',
-            file=file, line=1,
-        )  # fmt: skip
-    for name in names:
-        if name.replace(" ", "_").replace("-", "_") in SPECIAL_CATEGORY_COLUMNS:
-            raise InputError(
-                f'column "{name}" holds special-category personal data (AVG art. 9) '
-                "and is never stored.",
-                file=file, line=1,
-            )  # fmt: skip
-    for position, name in enumerate(names, start=1):
-        if not name:
-            raise InputError(f"column {position} of the header has no name.", file=file, line=1)
-        if name not in columns:
-            raise InputError(
-                f'unknown column "{name}"; allowed: {", ".join(columns)}.', file=file, line=1
-            )
-        if names.index(name) != position - 1:
-            raise InputError(f'column "{name}" appears twice in the header.', file=file, line=1)
-    for name in required:
-        if name not in names:
-            raise InputError(
-                f'the required column "{name}" is missing from the header.', file=file, line=1
-            )
-    return names
-
-
 def read_rows(
     handle: IO[bytes],
     file: str,
     columns: Sequence[str],
     required: Sequence[str],
     limits: Mapping[str, int | None],
+    *,
+    fmt: ImportFormat = GENERIC,
+    user_map: Mapping[str, str | None] | None = None,
+    delimiter: str | None = None,
+    constants: Mapping[str, str] | None = None,
+    zone: tzinfo = UTC,
+    on_header: Callable[[Header], None] | None = None,
 ) -> Iterator[CsvRow]:
-    reader = csv.reader(_lines(handle, file), strict=True)
+    """Validated rows of the file, keyed by our field names (see mailer.store.formats).
+
+    `constants` are values every row gets (the list of `--list`); `delimiter` None detects it.
+    """
+    lines = _lines(handle, file)
+    first = next(lines, None)
+    if first is None or not first.strip():
+        raise InputError(
+            f"the file is empty; its first line must be a header like: {','.join(required)}.",
+            file=file,
+        )
+    separator = delimiter or detect_delimiter(first)
+    reader = csv.reader(chain([first], lines), delimiter=separator, strict=True)
     done = 0  # physical lines consumed so far; a record starts on the next one
     try:
-        names = _header(reader, file, columns, required)
+        header = resolve_header(
+            next(reader), file=file, fields=columns, required=required, fmt=fmt,
+            user_map=user_map or {}, special=SPECIAL_CATEGORY_COLUMNS,
+        )  # fmt: skip
+        if on_header is not None:
+            on_header(header)
+        names = header.fields
+        labels = {**header.labels, **{name: f"--{name}" for name in constants or {}}}
         done = reader.line_num
         for record in reader:
             line, done = done + 1, reader.line_num
-            values = {n: v.strip() for n, v in zip(names, record, strict=False) if v.strip()}
-            if not values:
+            values = {n: v.strip() for n, v in zip(names, record, strict=False)
+                      if n is not None and v.strip()}  # fmt: skip
+            if not values and not any(v.strip() for v in record):
                 continue  # blank lines and Excel's trailing ",,,," rows
             if any(v.strip() for v in record[len(names) :]):
                 raise InputError(
                     f"the row has {len(record)} values but the header has {len(names)} columns.",
                     file=file, line=line,
                 )  # fmt: skip
-            yield CsvRow(file, line, values, limits)
+            if not values:
+                continue  # only columns that were left out have values
+            yield CsvRow(file, line, {**values, **(constants or {})}, limits, labels, zone)
     except csv.Error as exc:
         raise InputError(f"the line is not valid CSV: {exc}.", file=file, line=done + 1) from exc

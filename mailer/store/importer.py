@@ -8,18 +8,20 @@ File formats: DESIGN.md, "CSV formats". What this module promises:
   rows needs no more memory than one of a thousand.
 - Idempotent: a contact is keyed by its normalised address, and a consent event or a purchase that
   is already stored is not added again, so importing the same file twice adds nothing.
-- Data minimisation (AVG art. 5(1)(c)): only the columns below are accepted; any other column is
-  refused by name, and special-category data (AVG art. 9) gets a message of its own.
+- Data minimisation (AVG art. 5(1)(c)): only the columns of `importrows` (or of a vendor format,
+  `formats`) are accepted; any other column is refused by name, and special-category data
+  (AVG art. 9) gets a message of its own.
 - An import never touches `Suppression`: only the person can lift a suppression (DESIGN rule 1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -28,31 +30,42 @@ from sqlmodel import SQLModel
 from mailer.config import Settings
 from mailer.errors import InputError, MailerError
 from mailer.store import models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from mailer.store.csvfile import SPECIAL_CATEGORY_COLUMNS, CsvRow, as_utc, read_rows
-from mailer.store.models import CONTACT_PERSONAL_FIELDS, ConsentEvent, ConsentOrigin
+from mailer.store.csvfile import SPECIAL_CATEGORY_COLUMNS, as_utc, read_rows
+from mailer.store.formats import (
+    CONTACT_FORMATS,
+    CUSTOMER_FORMATS,
+    Header,
+    ImportFormat,
+    ImportSource,
+    parse_delimiter,
+    parse_map,
+    pick_format,
+)
+from mailer.store.importrows import (
+    CONTACT_COLUMNS,
+    CONTACT_FIELDS,
+    CUSTOMER_COLUMNS,
+    CUSTOMER_REQUIRED,
+    EventIn,
+    Parsed,
+    PurchaseIn,
+    RowParser,
+    Skip,
+    contact_parser,
+    customer_parser,
+)
+from mailer.store.models import ConsentEvent, ConsentOrigin
 
 __all__ = [
     "CONTACT_COLUMNS",
     "CUSTOMER_COLUMNS",
     "SPECIAL_CATEGORY_COLUMNS",
     "ImportResult",
+    "ImportSource",
     "import_contacts",
     "import_customers",
+    "pick_format",
 ]
-
-CONSENT_COLUMNS: tuple[str, ...] = (
-    "list", "wording", "source", "requested_at", "confirmed_at", "ip",
-)  # fmt: skip
-# When the business relationship ended (a contract, an account closed): the retention purge
-# erases the contact policy.retention_days later. Not personal data of its own, but a Contact
-# field the file may set (empty keeps what is stored).
-_ENDED = "relationship_ended_at"
-_CONTACT_FIELDS: tuple[str, ...] = (*CONTACT_PERSONAL_FIELDS, _ENDED)
-CONTACT_COLUMNS: tuple[str, ...] = ("email", *_CONTACT_FIELDS, *CONSENT_COLUMNS)
-CUSTOMER_COLUMNS: tuple[str, ...] = (
-    "email", "category", "purchased_at", "optout_offered", "objected_at", *_CONTACT_FIELDS,
-)  # fmt: skip
-_CUSTOMER_REQUIRED = ("email", "category", "purchased_at", "optout_offered")
 
 # SQLite before 3.32 allows 999 parameters per statement; a batch stays under that, so each
 # batch needs one `IN (...)` look-up per table and no query per row.
@@ -65,6 +78,8 @@ _MAX_LENGTH: dict[str, int | None] = {
     **{c.name: getattr(c.type, "length", None) for c in _CONTACT.c},
     **{c.name: getattr(c.type, "length", None) for c in _CONSENT.c},
     "category": getattr(_PURCHASE.c.category.type, "length", None),
+    "requested_ip": getattr(_CONSENT.c.ip.type, "length", None),
+    "confirmed_ip": getattr(_CONSENT.c.ip.type, "length", None),
 }
 
 # Existing contacts: set only the fields the row gives, keep the rest (COALESCE with NULL).
@@ -74,7 +89,7 @@ _UPDATE_CONTACT = (
     .values(
         {
             f: func.coalesce(bindparam(f"v_{f}", type_=_CONTACT.c[f].type), _CONTACT.c[f])
-            for f in _CONTACT_FIELDS
+            for f in CONTACT_FIELDS
         }
     )
 )
@@ -92,6 +107,10 @@ class ImportResult:
     contacts_updated: int
     consent_events: int
     purchases: int
+    # Objections (AVG art. 21) newly on record: on a new purchase or one already stored.
+    objections: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)  # rows left out, by reason
+    ignored_columns: tuple[str, ...] = ()  # columns the format knows and does not need
 
 
 # Called after each batch with (bytes read, file size): a progress bar for large files.
@@ -105,13 +124,34 @@ def import_contacts(
     *,
     now: datetime,
     on_progress: Progress | None = None,
+    source: ImportSource | None = None,
+    list_name: str | None = None,
 ) -> ImportResult:
-    """Import contacts and their consent evidence from the CSV file at `path`."""
-    default_source = f"import:{path.name}"
-    return _run(
-        engine, path, now, CONTACT_COLUMNS, ("email",),
-        lambda row: _contact_row(row, settings, default_source), on_progress,
-    )  # fmt: skip
+    """Import contacts and their consent evidence from the CSV file at `path`.
+
+    A vendor format (Mailchimp, Laposta) has no list column: every row goes to `list_name`.
+    """
+    source = source or ImportSource()
+    fmt = pick_format(CONTACT_FORMATS, source.format)
+    constants: dict[str, str] = {}
+    if list_name is None and not fmt.generic:
+        if len(settings.lists) != 1:
+            raise InputError(
+                f"--list: name the list the members of {fmt.title} signed up for; lists: "
+                f"{', '.join(settings.lists)}."
+            )
+        list_name = next(iter(settings.lists))
+    if list_name is not None:
+        if list_name not in settings.lists:
+            raise InputError(
+                f'--list: "{list_name}" is not a configured list; lists: '
+                f"{', '.join(settings.lists)}."
+            )
+        constants["list"] = list_name
+    label = f"import:{path.name}" if fmt.generic else f"import:{path.name} ({fmt.title})"
+    parse = contact_parser(settings, label, as_utc(now))
+    return _run(engine, settings, path, now, _Reading(CONTACT_COLUMNS, ("email",), fmt,
+                source, constants), parse, on_progress)  # fmt: skip
 
 
 def import_customers(
@@ -121,92 +161,44 @@ def import_customers(
     *,
     now: datetime,
     on_progress: Progress | None = None,
+    source: ImportSource | None = None,
+    optout_offered: bool | None = None,
 ) -> ImportResult:
-    """Import customers and their purchases (the soft opt-in facts) from the CSV file at `path`."""
-    return _run(engine, path, now, CUSTOMER_COLUMNS, _CUSTOMER_REQUIRED, _customer_row, on_progress)
+    """Import customers and their purchases (the soft opt-in facts) from the CSV file at `path`.
 
-
-# --- parsing rows --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _EventIn:
-    list_name: str
-    event: ConsentEvent
-    at: datetime | None  # None: the file gave no time; recorded at `now`, once
-    wording: str
-    source: str
-    ip: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class _PurchaseIn:
-    category: str
-    at: datetime
-    optout_offered: bool
-    objected_at: datetime | None
+    `optout_offered` states for every row whether the shop offered an opt-out when it collected
+    the address (Telecommunicatiewet 11.7 lid 3); a shop's own export has no such column.
+    """
+    source = source or ImportSource()
+    fmt = pick_format(CUSTOMER_FORMATS, source.format)
+    # A shop's own export has no such column: then the command line must say it (checked once
+    # the header is read); the mailer's own format keeps requiring the column.
+    stated = optout_offered is not None
+    required = tuple(c for c in CUSTOMER_REQUIRED
+                     if c != "optout_offered" or (fmt.generic and not stated))  # fmt: skip
+    parse = customer_parser(category_list=fmt.category_list, optout_offered=optout_offered)
+    reading = _Reading(CUSTOMER_COLUMNS, required, fmt, source, {}, needs_optout=not stated)
+    return _run(engine, settings, path, now, reading, parse, on_progress)
 
 
 @dataclass(frozen=True, slots=True)
-class _Parsed:
-    email: str
-    personal: dict[str, Any]
-    events: tuple[_EventIn, ...] = ()
-    purchase: _PurchaseIn | None = None
+class _Reading:
+    columns: Sequence[str]
+    required: Sequence[str]
+    fmt: ImportFormat
+    source: ImportSource
+    constants: dict[str, str]
+    needs_optout: bool = False  # the file must give optout_offered per row
 
 
-def _personal(row: CsvRow) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in CONTACT_PERSONAL_FIELDS:
-        value = row.day(name) if name == "birth_date" else row.text(name)
-        if value is not None:
-            fields[name] = value
-    ended = row.when(_ENDED)
-    if ended is not None:
-        fields[_ENDED] = ended
-    return fields
-
-
-def _contact_row(row: CsvRow, settings: Settings, default_source: str) -> _Parsed:
-    email, personal = row.address(), _personal(row)
-    raw_list = row.get("list")
-    if raw_list is None:
-        # Evidence without a list cannot be stored; dropping it silently would lose consent.
-        for column in CONSENT_COLUMNS[1:]:
-            if column in row.values:
-                raise row.error("list", f"is empty, but {column} is given; name the list.")
-        return _Parsed(email, personal)
-    list_name = raw_list.lower()
-    if list_name not in settings.lists:
-        configured = ", ".join(settings.lists)
-        raise row.error("list", f'"{raw_list}" is not a configured list; lists: {configured}.')
-    requested, confirmed = row.when("requested_at"), row.when("confirmed_at")
-    if requested is not None and confirmed is not None and confirmed < requested:
-        raise row.error(
-            "confirmed_at",
-            f'"{row.values["confirmed_at"]}" is before requested_at '
-            f'"{row.values["requested_at"]}"; a confirmation cannot precede its request.',
+def _check_optout_column(file: str, header: Header, reading: _Reading) -> None:
+    if reading.needs_optout and "optout_offered" not in header.labels:
+        raise InputError(
+            f"{reading.fmt.title} has no optout_offered column; say whether the shop offered "
+            "an opt-out when it collected these addresses (Telecommunicatiewet 11.7 lid 3): "
+            "--optout-offered or --no-optout-offered.",
+            file=file,
         )
-    wording = row.text("wording", multiline=True) or settings.lists[list_name].wording
-    source = row.text("source") or default_source
-    ip = row.ip()
-    # Rule 1: a row without confirmed_at is a pending signup, never consent.
-    events = [_EventIn(list_name, ConsentEvent.REQUESTED, requested or confirmed, wording, source,
-                       ip)]  # fmt: skip
-    if confirmed is not None:
-        events.append(_EventIn(list_name, ConsentEvent.CONFIRMED, confirmed, wording, source, ip))
-    return _Parsed(email, personal, events=tuple(events))
-
-
-def _customer_row(row: CsvRow) -> _Parsed:
-    email, personal = row.address(), _personal(row)
-    purchase = _PurchaseIn(
-        category=row.text("category", required=True) or "",
-        at=row.when("purchased_at", required=True) or datetime.min,
-        optout_offered=row.boolean("optout_offered"),
-        objected_at=row.when("objected_at"),
-    )
-    return _Parsed(email, personal, purchase=purchase)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -219,18 +211,29 @@ class _Counts:
     updated: int = 0
     events: int = 0
     purchases: int = 0
+    objections: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
 
 
 def _run(
     engine: Engine,
+    settings: Settings,
     path: Path,
     now: datetime,
-    columns: Sequence[str],
-    required: Sequence[str],
-    parse: Callable[[CsvRow], _Parsed],
+    reading: _Reading,
+    parse: RowParser,
     on_progress: Progress | None = None,
 ) -> ImportResult:
     file, now, counts = str(path), as_utc(now), _Counts()
+    user_map = parse_map(reading.source.column_map, reading.columns)
+    delimiter = parse_delimiter(reading.source.delimiter)
+    zone = ZoneInfo(settings.scheduler.timezone) if reading.fmt.local_times else ZoneInfo("UTC")
+
+    def on_header(header: Header) -> None:
+        counts.ignored = tuple(header.ignored)
+        _check_optout_column(file, header, reading)
+
     try:
         handle = path.open("rb")
     except FileNotFoundError as exc:
@@ -246,10 +249,19 @@ def _run(
                 # this, PostgreSQL hashes the batch's IN list and scans the whole (growing)
                 # table for each batch: a 1M-row import took many minutes (benchmarks/scale.py).
                 conn.execute(text("SET LOCAL enable_seqscan = off"))
-            batch: list[_Parsed] = []
-            for row in read_rows(handle, file, columns, required, _MAX_LENGTH):
-                batch.append(parse(row))
+            batch: list[Parsed] = []
+            rows = read_rows(
+                handle, file, reading.columns, reading.required, _MAX_LENGTH, fmt=reading.fmt,
+                user_map=user_map, delimiter=delimiter, constants=reading.constants, zone=zone,
+                on_header=on_header,
+            )  # fmt: skip
+            for row in rows:
+                parsed = parse(row)
                 counts.rows += 1
+                if isinstance(parsed, Skip):
+                    counts.skipped[parsed.reason] = counts.skipped.get(parsed.reason, 0) + 1
+                    continue
+                batch.append(parsed)
                 if len(batch) == _BATCH_ROWS:
                     _write(conn, batch, now, counts)
                     batch.clear()
@@ -262,24 +274,25 @@ def _run(
         reason = getattr(exc, "orig", None) or exc
         raise MailerError(f"{file}: nothing was imported; the database refused: {reason}") from exc
     return ImportResult(
-        counts.rows, counts.created, counts.updated, counts.events, counts.purchases
-    )
+        counts.rows, counts.created, counts.updated, counts.events, counts.purchases,
+        counts.objections, dict(counts.skipped), counts.ignored,
+    )  # fmt: skip
 
 
-def _write(conn: Connection, batch: Sequence[_Parsed], now: datetime, counts: _Counts) -> None:
+def _write(conn: Connection, batch: Sequence[Parsed], now: datetime, counts: _Counts) -> None:
     if not batch:
         return
     ids = _upsert_contacts(conn, batch, now, counts)
     events = [(ids[p.email], e) for p in batch for e in p.events]
     if events:
         counts.events += _add_events(conn, events, now)
-    purchases = [(ids[p.email], p.purchase) for p in batch if p.purchase is not None]
+    purchases = [(ids[p.email], purchase) for p in batch for purchase in p.purchases]
     if purchases:
-        counts.purchases += _add_purchases(conn, purchases)
+        _add_purchases(conn, purchases, counts)
 
 
 def _upsert_contacts(
-    conn: Connection, batch: Sequence[_Parsed], now: datetime, counts: _Counts
+    conn: Connection, batch: Sequence[Parsed], now: datetime, counts: _Counts
 ) -> dict[str, int]:
     """Contact ids by address; new ones inserted, given fields of known ones updated."""
     merged: dict[str, dict[str, Any]] = {}
@@ -292,7 +305,7 @@ def _upsert_contacts(
     ids: dict[str, int] = {email: row.id for email, row in found.items()}
     new = [email for email in merged if email not in found]
     if new:
-        empty = dict.fromkeys(_CONTACT_FIELDS)
+        empty = dict.fromkeys(CONTACT_FIELDS)
         conn.execute(
             insert(_CONTACT),
             [{**empty, **merged[email], "email": email, "created_at": now} for email in new],
@@ -304,14 +317,14 @@ def _upsert_contacts(
     for email, row in found.items():
         diff = {f: v for f, v in merged[email].items() if row._mapping[f] != v}
         if diff:
-            changes.append({"_id": row.id, **{f"v_{f}": diff.get(f) for f in _CONTACT_FIELDS}})
+            changes.append({"_id": row.id, **{f"v_{f}": diff.get(f) for f in CONTACT_FIELDS}})
     if changes:
         conn.execute(_UPDATE_CONTACT, changes)
         counts.updated += len(changes)
     return ids
 
 
-def _add_events(conn: Connection, events: Iterable[tuple[int, _EventIn]], now: datetime) -> int:
+def _add_events(conn: Connection, events: Iterable[tuple[int, EventIn]], now: datetime) -> int:
     """Insert the events not stored yet (same contact, list, event and time); returns how many."""
     events = list(events)
     stored: set[tuple[int, str, str, datetime]] = set()
@@ -345,8 +358,10 @@ def _add_events(conn: Connection, events: Iterable[tuple[int, _EventIn]], now: d
     return len(fresh)
 
 
-def _add_purchases(conn: Connection, purchases: Sequence[tuple[int, _PurchaseIn]]) -> int:
-    """Insert purchases not stored yet (same contact, category, time); returns how many.
+def _add_purchases(
+    conn: Connection, purchases: Sequence[tuple[int, PurchaseIn]], counts: _Counts
+) -> None:
+    """Insert purchases not stored yet (same contact, category, time), and count them.
 
     A known purchase is left as it is, except that an objection (AVG art. 21) the file records
     is added to it: an objection is the person's own "no" and must never be lost on re-import.
@@ -380,4 +395,8 @@ def _add_purchases(conn: Connection, purchases: Sequence[tuple[int, _PurchaseIn]
         conn.execute(
             _RECORD_OBJECTION, [{"_id": i, "v_objected_at": at} for i, at in objections.items()]
         )
-    return len(fresh)
+    counts.purchases += len(fresh)
+    # A re-import that only adds an objection changes the plan: it is reported, not "0 updated".
+    counts.objections += len(objections) + sum(
+        1 for f in fresh.values() if f["objected_at"] is not None
+    )

@@ -1,0 +1,58 @@
+"""Characters that must never reach stored evidence or a terminal.
+
+Consent evidence (source URL, wording, user agent, IP) is what is shown in a complaint; a value
+holding a line break, an ESC sequence or a bidi override could make `mailer consent show` print
+a block that was never recorded (issue 14, row 2). `control_characters` names what a value
+holds so the door (web 400, import exit 2) can refuse it; `printable` makes any value safe to
+print to a terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+__all__ = ["control_characters", "printable"]
+
+# C0 (U+0000-U+001F, includes TAB, CR, LF, ESC), DEL and C1 (U+0080-U+009F, includes CSI),
+# the Unicode line and paragraph separators, and the bidi embeddings, overrides and isolates
+# (Unicode TR 9; CVE-2021-42574 "Trojan Source"), plus the implicit direction marks.
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def control_characters(value: str) -> list[str]:
+    """The control characters in `value`, each named like `U+001B`, in order, once each.
+
+    An empty list means the value may be stored as evidence as it is.
+    """
+    seen: list[str] = []
+    for match in _CONTROL.finditer(value):
+        name = f"U+{ord(match.group()):04X}"
+        if name not in seen:
+            seen.append(name)
+    return seen
+
+
+def printable(value: str) -> str:
+    """`value` with every control character shown as `\\u001b` (or `\\n`), safe for a terminal.
+
+    A backslash is doubled, so an escaped form can never be confused with one already typed
+    into the value. Other unprintable format characters (Unicode category Cf) are escaped too.
+    """
+    out: list[str] = []
+    for char in value:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\t":
+            out.append("\\t")
+        elif _CONTROL.match(char) or unicodedata.category(char) in ("Cf", "Cs", "Co"):
+            out.append(f"\\u{ord(char):04x}" if ord(char) <= 0xFFFF else f"\\U{ord(char):08x}")
+        else:
+            out.append(char)
+    return "".join(out)

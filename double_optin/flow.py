@@ -91,6 +91,7 @@ class Flow:
         self._connect = connect
         self._keys = settings.require_secret_keys()
         self._signer = TokenSigner(self._keys)
+        self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
         # Verifies a confirm token's signature without its age: an expired link may still ask
@@ -320,7 +321,7 @@ class Flow:
             ending = active if everything else tuple(n for n in (target,) if n in active)
             withdrawn = dict.fromkeys(ending, how)
             store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
-            added = store.suppress(conn, self._keys, contact, [target], evidence.at)
+            added = store.suppress(conn, self._hash_keys, contact, [target], evidence.at)
             left = ending if everything else (target or list_name,)
             ack = None
             # Only when something changed: a provider retrying the one-click POST, or a second

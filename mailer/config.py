@@ -3,7 +3,8 @@
 A bad, unknown or missing key raises `ConfigError` naming the file, the line where we can find
 it, and the dotted key (`smtp.port`). Secrets come from the environment, never from the file:
 `MAILER_SECRET_KEY` (several keys separated by commas, oldest first, for rotation; the last one
-signs) and `MAILER_SMTP_PASSWORD`.
+signs), `MAILER_HASH_KEY` (optional: the key of the suppression hashes, never rotated; see
+docs/security.md) and `MAILER_SMTP_PASSWORD`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "WebSettings",
     "load_settings",
     "parse_settings",
+    "hash_keys_from_env",
     "secret_keys_from_env",
 ]
 
@@ -230,6 +232,8 @@ class Settings(_Section):
 
     # Filled from the environment, not the file.
     secret_keys: tuple[str, ...] = ()
+    # MAILER_HASH_KEY: keys of the suppression hashes only (they sign nothing), first one hashes.
+    hash_keys: tuple[str, ...] = ()
     smtp_password: str = ""
     source: str = "<settings>"
 
@@ -252,6 +256,25 @@ class Settings(_Section):
             )
         return self.secret_keys
 
+    def require_hash_keys(self) -> tuple[str, ...]:
+        """Every key a stored suppression hash may have been made with; the LAST one hashes new
+        suppressions (so `address_hashes(email, keys)[0]` is the hash to store).
+
+        The hashing key is the first of MAILER_HASH_KEY, or, when that is not set, the first
+        (oldest) of MAILER_SECRET_KEY: adding a new signing key at the end never changes it, so
+        one key that is kept keeps every suppression (issue 14, row 1). All keys of both are
+        matched, so hashes made by an older release (with the newest signing key) still hold.
+        """
+        signing = self.require_secret_keys()
+        hasher = self.hash_keys[0] if self.hash_keys else signing[0]
+        others = [k for k in dict.fromkeys((*signing, *self.hash_keys)) if k != hasher]
+        return (*others, hasher)
+
+
+def hash_keys_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    raw = environ.get("MAILER_HASH_KEY", "")
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
 
 def secret_keys_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
     raw = environ.get("MAILER_SECRET_KEY", "")
@@ -267,7 +290,7 @@ def parse_settings(
 ) -> Settings:
     """Validate a mapping (parsed TOML) into `Settings`; `text` lets errors name a line."""
     env = os.environ if environ is None else environ
-    for reserved in ("secret_keys", "smtp_password", "source"):
+    for reserved in ("secret_keys", "hash_keys", "smtp_password", "source"):
         if reserved in data:
             raise ConfigError(
                 "is not a setting; secrets come from the environment.", file=source, key=reserved
@@ -277,6 +300,7 @@ def parse_settings(
             {
                 **data,
                 "secret_keys": secret_keys_from_env(env),
+                "hash_keys": hash_keys_from_env(env),
                 "smtp_password": env.get("MAILER_SMTP_PASSWORD", ""),
                 "source": source,
             }

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from mailer.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from mailer.errors import MailerError
 from mailer.store.db import make_engine
+from mailer.store.suppression import check_hash_keys
 
 __all__ = [
     "app",
@@ -77,6 +78,11 @@ def open_engine(settings: Settings, *, require_schema: bool = True) -> Iterator[
                 f"The database {engine.url.render_as_string(hide_password=True)} has no tables "
                 "yet. Run `mailer init` first."
             )
+        if settings.secret_keys:
+            # Every command refuses to run without a key that hashed stored suppressions:
+            # without it they would silently stop matching (issue 14, row 1).
+            with engine.begin() as conn:
+                check_hash_keys(conn, settings.require_hash_keys(), utc_now())
         yield engine
     except SQLAlchemyError as exc:
         raise MailerError(f"The database failed: {exc.__class__.__name__}: {exc}") from exc

@@ -22,11 +22,13 @@ __all__ = [
     "UnsubscribeClaim",
     "address_hash",
     "address_hashes",
+    "key_fingerprint",
 ]
 
 UNSUBSCRIBE_SALT = "mailer.unsubscribe.v1"
 CONFIRM_SALT = "mailer.confirm.v1"
 _HASH_CONTEXT = b"mailer.suppression.v1:"
+_FINGERPRINT_CONTEXT = b"mailer.key-fingerprint.v1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,3 +111,8 @@ def address_hash(email: str, key: str) -> str:
 def address_hashes(email: str, keys: Sequence[str]) -> list[str]:
     """The hash under every key, newest first (suppressions made before a rotation still hold)."""
     return [address_hash(email, key) for key in reversed(keys)]
+
+
+def key_fingerprint(key: str) -> str:
+    """16 hex digits that name a key without revealing it (stored, printed in messages)."""
+    return hmac.new(key.encode("utf-8"), _FINGERPRINT_CONTEXT, hashlib.sha256).hexdigest()[:16]

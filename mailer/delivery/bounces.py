@@ -156,7 +156,7 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
 
 def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime) -> str:
     """Write what a classified message means; returns the count it belongs to."""
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     if found.kind is Kind.UNSUBSCRIBE:
         return _unsubscribe(engine, settings, found.token or "", now)
     if found.kind is Kind.IGNORED:
@@ -198,7 +198,7 @@ def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) 
             conn, contact.id, {claim.list_name: "unsubscribed by e-mail"},
             ConsentEvent.WITHDRAWN, evidence,
         )  # fmt: skip
-        store.suppress(conn, settings.require_secret_keys(), contact, [claim.list_name], now)
+        store.suppress(conn, settings.require_hash_keys(), contact, [claim.list_name], now)
     return "unsubscribe"
 
 

@@ -87,6 +87,7 @@ class _Sender:
         self.on_progress = on_progress
         self.keys = settings.require_secret_keys()
         self.signer = TokenSigner(self.keys)
+        self.hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self.env = make_environment(settings)
         self.dkim = load_signing_key(settings)  # read and checked once, before the first message
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
@@ -144,7 +145,7 @@ class _Sender:
             status = DeliveryStatus.FAILED
         bounce_hash = None
         if outcome is Outcome.HARD_BOUNCE:
-            bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
+            bounce_hash = address_hashes(job.recipient.email, self.hash_keys)[0]
         self.breaker.record(outcome is Outcome.RETRY, _monotonic())
         await self.in_lane(
             lane.record,
@@ -178,7 +179,7 @@ class _Sender:
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
-        hashes = address_hashes(job.recipient.email, self.keys)
+        hashes = address_hashes(job.recipient.email, self.hash_keys)
         attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)

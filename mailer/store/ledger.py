@@ -165,7 +165,7 @@ class Ledger:
         return cls(
             engine,
             owner=owner_name(),
-            key_count=len(settings.require_secret_keys()),
+            key_count=len(settings.require_hash_keys()),
             lease_seconds=settings.worker.lease_seconds,
             clock=clock,
         )

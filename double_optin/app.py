@@ -204,6 +204,7 @@ def create_app(
             "choices": list(zip(outcome.subscribed, pages.titles(outcome.subscribed), strict=True)),
             "current": outcome.list_name,
             "all_lists": ALL_LISTS,
+            "basis": outcome.basis,
         }
         return pages.render("unsubscribe", outcome.locale or lang, context, root="../")
 
@@ -232,7 +233,11 @@ def create_app(
         if outcome.ack is not None:
             # After the answer, like the confirmation mail: the unsubscribe is already stored.
             background.add_task(flow.acknowledge, outcome.ack)
-        context = {"titles": pages.titles(outcome.left), "everything": outcome.everything}
+        context = {
+            "titles": pages.titles(outcome.left),
+            "everything": outcome.everything,
+            "basis": outcome.basis,
+        }
         # RFC 8058 §3.2: answer the POST itself; never a redirect.
         return pages.render("unsubscribed", outcome.locale or lang, context, root="../")
 

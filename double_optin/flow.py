@@ -291,7 +291,13 @@ class Flow:
             source = f"{self.settings.web.base_url}/unsubscribe"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, self.clock())
         return await asyncio.to_thread(
-            self._record_unsubscribe, claim.contact_id, claim.list_name, scope, how, evidence
+            self._record_unsubscribe,
+            claim.contact_id,
+            claim.list_name,
+            scope,
+            how,
+            evidence,
+            claim.basis,
         )
 
     def _record_unsubscribe(
@@ -301,6 +307,7 @@ class Flow:
         scope: str | None,
         how: str,
         evidence: store.Evidence | None,
+        basis: str | None = None,
     ) -> UnsubscribeOutcome:
         with self.engine.begin() as conn:
             contact = store.contact_by_id(conn, contact_id)
@@ -312,9 +319,11 @@ class Flow:
             subscribed = tuple(dict.fromkeys((list_name, *active)))
             if evidence is None:
                 return UnsubscribeOutcome(
-                    TokenStatus.READY, list_name, subscribed, locale=contact.locale
+                    TokenStatus.READY, list_name, subscribed, locale=contact.locale, basis=basis
                 )
-            everything = scope == ALL_LISTS
+            # A mail to a role address (no consent, no customer) had no list of its own to
+            # leave: its unsubscribe ends all mail to the address (issue 14, row 4).
+            everything = scope == ALL_LISTS or basis == "role_address"
             # None suppresses every list. The page only offers the person's own lists; any
             # other value (or none: the one-click POST) means the list of the mail.
             target = None if everything else (scope if scope in subscribed else list_name)
@@ -322,11 +331,16 @@ class Flow:
             withdrawn = dict.fromkeys(ending, how)
             store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
             added = store.suppress(conn, self._hash_keys, contact, [target], evidence.at)
+            objected = False
+            if basis == "existing_customer":
+                # Tw 11.7(2): the opt-out in a soft opt-in mail objects to "such use" of the
+                # address: every customer-basis campaign skips the person from now on.
+                objected = store.object_to_customer_basis(conn, contact_id, evidence.at) > 0
             left = ending if everything else (target or list_name,)
             ack = None
             # Only when something changed: a provider retrying the one-click POST, or a second
             # click, must not send a second acknowledgement.
-            if self.settings.policy.acknowledge_unsubscribe and (ending or added):
+            if self.settings.policy.acknowledge_unsubscribe and (ending or added or objected):
                 locale = contact.locale if contact.locale in _ALL_TITLE else self.settings.locale
                 titles = [self.settings.lists[n].title for n in left if n in self.settings.lists]
                 title = _ALL_TITLE[locale] if everything or not titles else ", ".join(titles)
@@ -339,6 +353,8 @@ class Flow:
                 everything,
                 contact.locale,
                 ack,
+                basis,
+                objected,
             )
 
     async def acknowledge(self, ack: Acknowledgement) -> bool:

@@ -17,6 +17,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLS
 from mailer.errors import ExpiredToken, ForgedToken
 
 __all__ = [
+    "OBJECTION_BASES",
     "ConfirmClaim",
     "TokenSigner",
     "UnsubscribeClaim",
@@ -31,10 +32,19 @@ _HASH_CONTEXT = b"mailer.suppression.v1:"
 _FINGERPRINT_CONTEXT = b"mailer.key-fingerprint.v1"
 
 
+# The bases whose unsubscribe means more than "not this list" (issue 14, row 4): carried in
+# the token of a mail sent on them. A consent-basis token is the same as before.
+OBJECTION_BASES = frozenset({"existing_customer", "role_address"})
+
+
 @dataclass(frozen=True, slots=True)
 class UnsubscribeClaim:
     contact_id: int
     list_name: str
+    # The basis of the mail the link came in, when it was not consent (OBJECTION_BASES):
+    # existing_customer = an objection to the customer basis (Tw 11.7(2), ePrivacy 13(2));
+    # role_address = no more mail to the address on any list.
+    basis: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,18 +61,28 @@ class TokenSigner:
         self._unsubscribe = URLSafeSerializer(list(keys), salt=UNSUBSCRIBE_SALT)
         self._confirm = URLSafeTimedSerializer(list(keys), salt=CONFIRM_SALT)
 
-    def unsubscribe_token(self, contact_id: int, list_name: str) -> str:
+    def unsubscribe_token(self, contact_id: int, list_name: str, basis: str | None = None) -> str:
         # No expiry: RFC 8058 links in old mail must keep working.
-        return str(self._unsubscribe.dumps([contact_id, list_name]))
+        payload: list[object] = [contact_id, list_name]
+        if basis in OBJECTION_BASES:
+            payload.append(basis)
+        return str(self._unsubscribe.dumps(payload))
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
+        forged = ForgedToken("This unsubscribe link is not valid.")
         try:
-            contact_id, list_name = self._unsubscribe.loads(token)
+            payload = self._unsubscribe.loads(token)
         except (BadSignature, ValueError, TypeError):
-            raise ForgedToken("This unsubscribe link is not valid.") from None
+            raise forged from None
+        if not isinstance(payload, list) or len(payload) not in (2, 3):
+            raise forged
+        contact_id, list_name, *rest = payload
+        basis = rest[0] if rest else None
         if not isinstance(contact_id, int) or not isinstance(list_name, str):
-            raise ForgedToken("This unsubscribe link is not valid.")
-        return UnsubscribeClaim(contact_id, list_name)
+            raise forged
+        if basis is not None and basis not in OBJECTION_BASES:
+            raise forged
+        return UnsubscribeClaim(contact_id, list_name, basis)
 
     def confirm_token(
         self, contact_id: int, list_names: Sequence[str], *, now: datetime | None = None

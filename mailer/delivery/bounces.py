@@ -198,7 +198,12 @@ def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) 
             conn, contact.id, {claim.list_name: "unsubscribed by e-mail"},
             ConsentEvent.WITHDRAWN, evidence,
         )  # fmt: skip
-        store.suppress(conn, settings.require_hash_keys(), contact, [claim.list_name], now)
+        # Issue 14 row 4: from a role-address mail every list ends, from a customer-basis
+        # mail the customer basis ends too (an objection), exactly as on the web page.
+        scope = None if claim.basis == "role_address" else claim.list_name
+        store.suppress(conn, settings.require_hash_keys(), contact, [scope], now)
+        if claim.basis == "existing_customer":
+            store.object_to_customer_basis(conn, contact.id, now)
     return "unsubscribe"
 
 

@@ -23,6 +23,7 @@ from mailer.store.models import (
     ConsentEvent,
     ConsentOrigin,
     Contact,
+    Purchase,
     SignupAttempt,
     Suppression,
     SuppressionReason,
@@ -38,6 +39,7 @@ __all__ = [
     "ensure_contact",
     "last_confirmed_at",
     "latest_events",
+    "object_to_customer_basis",
     "prune_attempts",
     "record_attempt",
     "suppress",
@@ -47,6 +49,7 @@ _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _attempt = SignupAttempt.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,3 +210,19 @@ def suppress(
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
             added += 1
     return added
+
+
+def object_to_customer_basis(conn: Connection, contact_id: int, at: datetime) -> int:
+    """Record the person's objection to being mailed as an existing customer; returns how many
+    purchases it newly marks.
+
+    Tw 11.7(2) / ePrivacy 13(2): every message on the soft opt-in must offer to object "to such
+    use" of the address; the objection ends the basis for every campaign, not only this list
+    (policy.decide skips the person as `objected`). An earlier objection keeps its time.
+    """
+    result = conn.execute(
+        _purchase.update()
+        .where(_purchase.c.contact_id == contact_id, _purchase.c.objected_at.is_(None))
+        .values(objected_at=at)
+    )
+    return int(result.rowcount or 0)

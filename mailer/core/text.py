@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["control_characters", "printable"]
+__all__ = ["control_characters", "printable", "without_addresses"]
 
 # C0 (U+0000-U+001F, includes TAB, CR, LF, ESC), DEL and C1 (U+0080-U+009F, includes CSI),
 # the Unicode line and paragraph separators, and the bidi embeddings, overrides and isolates
-# (Unicode TR 9; CVE-2021-42574 "Trojan Source"), plus the implicit direction marks.
+# (Unicode TR 9; CVE-2021-42574 "Trojan Source"), plus the implicit direction marks, and lone
+# surrogates (a JSON "\ud800" decodes to one; no database can store it as text).
 _CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]"
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 )
 
 
@@ -56,3 +57,14 @@ def printable(value: str) -> str:
         else:
             out.append(char)
     return "".join(out)
+
+
+# Anything shaped like local@domain, with or without angle brackets: an SMTP reply quotes the
+# recipient ("550 5.1.1 <jan@example.nl>: Recipient address rejected").
+_ADDRESS = re.compile(r"[^\s<>\"'@,;:()\[\]]+@[^\s<>\"'@,;:()\[\]]+")
+
+
+def without_addresses(value: str) -> str:
+    """`value` for a log line: the local part of every e-mail address replaced by `address`
+    (the domain stays: README promises "domain only") and control characters escaped."""
+    return printable(_ADDRESS.sub(lambda m: "address@" + m.group().rsplit("@", 1)[1], value))

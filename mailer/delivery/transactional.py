@@ -15,6 +15,7 @@ from typing import Literal
 
 from mailer.config import Settings
 from mailer.core.headers import check_header_value
+from mailer.core.text import without_addresses
 from mailer.delivery.sending import Connection
 from mailer.delivery.transport import Outcome, SmtpConnection, classify
 
@@ -66,8 +67,12 @@ async def deliver_one(
         await connection.close()
     if classify(reply) is not Outcome.SENT:
         # The address is personal data: log the domain only.
+        # The reply quotes the address too ("550 5.1.1 <jan@...>"): only its domain is logged.
         log.warning(
-            "%s to a recipient at %s not accepted: %s", what, recipient.rsplit("@", 1)[-1], reply
+            "%s to a recipient at %s not accepted: %s",
+            what,
+            recipient.rsplit("@", 1)[-1],
+            without_addresses(str(reply)),
         )
         return False
     return True

@@ -19,7 +19,9 @@ __all__ = ["create_schema", "make_engine", "session_scope"]
 def make_engine(url: str, *, source: str = "database.url") -> Engine:
     """An engine for `url`. SQLite gets WAL, foreign keys, a busy timeout and secure delete."""
     try:
-        engine = create_engine(url)
+        # hide_parameters: a database error must not carry the row (address, IP, user agent)
+        # into a log line or onto a terminal (issue 14, row 7).
+        engine = create_engine(url, hide_parameters=True)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"cannot be used: {exc}", file=source, key="database.url") from exc
     if engine.dialect.name == "sqlite":

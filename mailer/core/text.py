@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-__all__ = ["control_characters", "printable", "without_addresses"]
+__all__ = ["control_characters", "json_printable", "printable", "without_addresses"]
 
 # C0 (U+0000-U+001F, includes TAB, CR, LF, ESC), DEL and C1 (U+0080-U+009F, includes CSI),
 # the Unicode line and paragraph separators, and the bidi embeddings, overrides and isolates
@@ -36,16 +36,17 @@ def control_characters(value: str) -> list[str]:
     return seen
 
 
-def printable(value: str) -> str:
+def printable(value: str, *, escape_backslash: bool = True) -> str:
     """`value` with every control character shown as `\\u001b` (or `\\n`), safe for a terminal.
 
-    A backslash is doubled, so an escaped form can never be confused with one already typed
-    into the value. Other unprintable format characters (Unicode category Cf) are escaped too.
+    A backslash is doubled (unless `escape_backslash` is false, for messages that quote a path),
+    so an escaped form can never be confused with one already typed into the value. Other
+    unprintable format characters (Unicode category Cf) are escaped too.
     """
     out: list[str] = []
     for char in value:
         if char == "\\":
-            out.append("\\\\")
+            out.append("\\\\" if escape_backslash else char)
         elif char == "\n":
             out.append("\\n")
         elif char == "\r":
@@ -68,3 +69,15 @@ def without_addresses(value: str) -> str:
     """`value` for a log line: the local part of every e-mail address replaced by `address`
     (the domain stays: README promises "domain only") and control characters escaped."""
     return printable(_ADDRESS.sub(lambda m: "address@" + m.group().rsplit("@", 1)[1], value))
+
+
+# What json.dumps(ensure_ascii=False) leaves raw but a terminal acts on (it escapes C0 itself).
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u2028\u2029\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def json_printable(document: str) -> str:
+    """JSON text from `json.dumps(..., ensure_ascii=False)` with the characters above written
+    as `\\uXXXX`: the same JSON value, safe on a terminal (they only occur inside strings)."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)

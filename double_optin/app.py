@@ -29,7 +29,7 @@ from double_optin.flow import (
     SignupStatus,
     TokenStatus,
 )
-from double_optin.guard import RefusedEvidence, SafeErrors, evidence_refusal
+from double_optin.guard import RefusedEvidence, SafeErrors, evidence_refusal, is_cross_site
 from double_optin.pages import Pages, SecurityHeaders, pick_locale
 from mailer.config import Settings
 from mailer.core.text import printable
@@ -82,6 +82,13 @@ class ListInfo(BaseModel):
     name: str
     title: str
     wording: str
+
+
+def _own_form(page: Response) -> Response:
+    # The signup page carries no token: its own POST may name its origin (with no-referrer
+    # the browser would send "Origin: null", which is refused as cross-site).
+    page.headers["referrer-policy"] = "same-origin"
+    return page
 
 
 def _seen(request: Request, *, refuse: bool = True) -> Seen:
@@ -159,7 +166,7 @@ def create_app(
                 "email": str(form.get("email") or ""),
                 "chosen": [str(v) for v in form.getlist("lists")],
             }
-            return pages.render("subscribe", locale, context, status=400)
+            return _own_form(pages.render("subscribe", locale, context, status=400))
         return pages.render("subscribe_sent", locale)
 
     def confirm_page(outcome: ConfirmOutcome, token_locale: str | None) -> Response:
@@ -181,16 +188,23 @@ def create_app(
 
     @app.get("/subscribe", include_in_schema=False)
     async def subscribe_form(lang: LangQuery = None) -> Response:
-        return pages.render(
-            "subscribe", lang, {"email": "", "chosen": [], "error": None, "detail": None}
+        return _own_form(
+            pages.render(
+                "subscribe", lang, {"email": "", "chosen": [], "error": None, "detail": None}
+            )
         )
 
     @app.post("/subscribe", include_in_schema=False)
     async def subscribe(
         request: Request, background: BackgroundTasks, lang: LangQuery = None
     ) -> Response:
-        form = await _form(request)
         locale = pick_locale(lang, settings.locale)
+        headers = request.headers
+        if is_cross_site(headers.get("origin"), headers.get("referer"), base):
+            # Another site posting our form (issue 14, row 6): it would store the visitor's IP
+            # as evidence of a signup they never made. Nothing is read or stored.
+            return pages.render("cross_site", locale, status=403)
+        form = await _form(request)
         outcome = await flow.signup(
             str(form.get("email") or ""),
             [str(v) for v in form.getlist("lists")],

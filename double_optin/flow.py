@@ -72,6 +72,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _mailbox(email: str) -> str:
+    """The mailbox an address delivers to, for the per-address limit: `victim+1@` and
+    `victim+2@` (subaddresses, RFC 5233) reach the same person as `victim@`."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"
+
+
 class _RateLimited(Exception):
     """Rolls the signup transaction back: nothing of an over-limit attempt is kept."""
 
@@ -148,6 +155,7 @@ class Flow:
         if not limit or not evidence.ip:
             return
         key = address_hash(f"ip:{evidence.ip}", self._keys[-1])
+        store.serialise_on(conn, key)
         store.record_attempt(conn, "ip", key, evidence.at)
         if store.count_attempts(conn, "ip", key, evidence.at - _IP_WINDOW) > limit:
             raise _RateLimited
@@ -160,7 +168,8 @@ class Flow:
         now: datetime,
         locale: str,
     ) -> ConfirmationMail | None:
-        key = address_hash(contact.email, self._keys[-1])
+        key = address_hash(_mailbox(contact.email), self._keys[-1])
+        store.serialise_on(conn, key)  # count and record as one step, also on PostgreSQL
         if store.count_attempts(conn, "address", key, now - _ADDRESS_WINDOW) >= (
             MAX_MAILS_PER_ADDRESS_PER_DAY
         ):

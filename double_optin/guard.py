@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import logging
 import traceback
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.core.text import control_characters
 from mailer.errors import InputError
 
-__all__ = ["RefusedEvidence", "SafeErrors", "evidence_refusal", "loggable_path"]
+__all__ = [
+    "RefusedEvidence",
+    "SafeErrors",
+    "evidence_refusal",
+    "is_cross_site",
+    "loggable_path",
+]
 
 log = logging.getLogger("double_optin.errors")
 
@@ -43,6 +50,30 @@ def evidence_refusal(field: str, value: str | None) -> RefusedEvidence | None:
     """The refusal for `value` when it may not be stored as evidence, else None."""
     found = control_characters(value or "")
     return RefusedEvidence(field, found) if found else None
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url.strip())
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        return "invalid"
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def is_cross_site(origin: str | None, referer: str | None, base_url: str) -> bool:
+    """True when a form POST comes from another site (CSRF; OWASP: verify the origin with
+    standard headers). `Origin` decides when present ("null", sent from sandboxed frames and
+    pages without a referrer policy that allows it, counts as foreign); without it a
+    `Referer` decides; with neither (privacy tools strip both) the POST is allowed."""
+    ours = _origin(base_url)
+    if origin is not None:
+        return origin.strip().lower() == "null" or _origin(origin) != ours
+    if referer:
+        return _origin(referer) != ours
+    return False
 
 
 def loggable_path(path: str) -> str:

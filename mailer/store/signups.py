@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.core.tokens import address_hashes
@@ -42,6 +42,7 @@ __all__ = [
     "object_to_customer_basis",
     "prune_attempts",
     "record_attempt",
+    "serialise_on",
     "suppress",
 ]
 
@@ -141,6 +142,18 @@ def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
         .order_by(_consent.c.at, _consent.c.id)
     )
     return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
+
+
+def serialise_on(conn: Connection, key_hash: str) -> None:
+    """Hold a lock on `key_hash` (hex) until the transaction ends, so that counting attempts and
+    recording one is atomic per key: 30 parallel signups for one address send 3 mails, not 6.
+
+    PostgreSQL: a transaction-level advisory lock on the first 60 bits of the hash. SQLite:
+    nothing to do, the transaction's first write (prune_attempts) already holds the database's
+    single write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(key_hash[:15], 16)})
 
 
 def record_attempt(conn: Connection, kind: str, key_hash: str, at: datetime) -> None:

@@ -22,6 +22,7 @@ from mailer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MIN_SECRET_KEY_BYTES",
     "BounceSettings",
     "DatabaseSettings",
     "DkimSettings",
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "mailer.toml"
+# A signing key shorter than this can be guessed: HMAC-SHA256 wants 256 bits (RFC 2104 §3).
+MIN_SECRET_KEY_BYTES = 32
 _HEADER_UNSAFE = re.compile(r"[\r\n]")
 
 
@@ -254,6 +257,19 @@ class Settings(_Section):
                 "Set it to a long random string.",
                 file=self.source,
             )
+        for number, key in enumerate(self.secret_keys, start=1):
+            if len(key.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+                count = len(self.secret_keys)
+                which = "the key" if count == 1 else f"key {number} of {count}"
+                # Never the key itself in a message: only its length.
+                raise ConfigError(
+                    f"{which} is {len(key.encode('utf-8'))} bytes long; a signing key must be "
+                    f"at least {MIN_SECRET_KEY_BYTES} bytes of randomness. Make one with: "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
+                    "(to keep old suppressions, keep the old key in MAILER_HASH_KEY: see "
+                    "docs/security.md).",
+                    file="MAILER_SECRET_KEY",
+                )
         return self.secret_keys
 
     def require_hash_keys(self) -> tuple[str, ...]:

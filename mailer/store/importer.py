@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +110,7 @@ def import_contacts(
     default_source = f"import:{path.name}"
     return _run(
         engine, path, now, CONTACT_COLUMNS, ("email",),
-        lambda row: _contact_row(row, settings, default_source), on_progress,
+        lambda row: _contact_row(row, settings, default_source, as_utc(now)), on_progress,
     )  # fmt: skip
 
 
@@ -167,7 +167,15 @@ def _personal(row: CsvRow) -> dict[str, Any]:
     return fields
 
 
-def _contact_row(row: CsvRow, settings: Settings, default_source: str) -> _Parsed:
+# The latest a consent time may be: the import's clock plus the largest UTC offset (+14:00),
+# since a time without a zone is read as UTC but may be local. Later is a time that has not
+# happened: evidence that cannot be true (issue 14, row 10).
+_FUTURE_ALLOWANCE = timedelta(hours=14)
+
+
+def _contact_row(
+    row: CsvRow, settings: Settings, default_source: str, now: datetime | None = None
+) -> _Parsed:
     email, personal = row.address(), _personal(row)
     raw_list = row.get("list")
     if raw_list is None:
@@ -181,6 +189,11 @@ def _contact_row(row: CsvRow, settings: Settings, default_source: str) -> _Parse
         configured = ", ".join(settings.lists)
         raise row.error("list", f'"{raw_list}" is not a configured list; lists: {configured}.')
     requested, confirmed = row.when("requested_at"), row.when("confirmed_at")
+    for column, moment in (("requested_at", requested), ("confirmed_at", confirmed)):
+        if now is not None and moment is not None and moment > now + _FUTURE_ALLOWANCE:
+            raise row.error(
+                column, f'"{row.values[column]}" is in the future; consent is given, not planned.'
+            )
     if requested is not None and confirmed is not None and confirmed < requested:
         raise row.error(
             "confirmed_at",

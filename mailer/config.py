@@ -66,6 +66,8 @@ class SenderSettings(_Section):
     postal_address: str = Field(min_length=1)
     # The mailto: target of List-Unsubscribe; defaults to unsubscribe@<domain of from_address>.
     unsubscribe_address: str | None = None
+    # GDPR art. 13: your privacy statement, linked on the signup page and in every footer.
+    privacy_url: str | None = None
 
     _check = field_validator(
         "organization",
@@ -75,6 +77,13 @@ class SenderSettings(_Section):
         "postal_address",
         "unsubscribe_address",
     )(lambda v: v if v is None else _no_line_breaks(v))
+
+    @field_validator("privacy_url")
+    @classmethod
+    def _is_web_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s\"'<>]+", value):
+            raise ValueError("must be a web address like https://bakkerij.example/privacy")
+        return value
 
     @field_validator("from_address")
     @classmethod

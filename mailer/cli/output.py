@@ -31,6 +31,7 @@ __all__ = [
     "report_table",
     "rules_table",
     "trail_table",
+    "warning",
 ]
 
 _out = Console(highlight=False)
@@ -57,6 +58,11 @@ def json_text(document: str) -> None:
     """A JSON document (from json.dumps): the same value, with terminal-unsafe characters
     written as \\uXXXX escapes."""
     sys.stdout.write(json_printable(document) + "\n")
+
+
+def warning(text: str) -> None:
+    """Something to fix that does not stop the command (on stderr)."""
+    _err.print(f"warning: {_terminal(text)}", markup=False, soft_wrap=True)
 
 
 def error(text: str) -> None:

@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 
@@ -37,7 +36,7 @@ from double_optin.outcomes import (
 from mailer.config import Settings
 from mailer.core.addresses import normalise_address
 from mailer.core.render import make_environment
-from mailer.core.tokens import CONFIRM_SALT, TokenSigner, address_hash
+from mailer.core.tokens import TokenSigner, address_hash
 from mailer.delivery.acknowledge import send_unsubscribe_ack
 from mailer.delivery.sending import Connection
 from mailer.errors import ExpiredToken, ForgedToken
@@ -101,9 +100,6 @@ class Flow:
         self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
-        # Verifies a confirm token's signature without its age: an expired link may still ask
-        # for a new mail, a forged one may not. Same keys and salt as TokenSigner.
-        self._confirm_any_age = URLSafeTimedSerializer(list(self._keys), salt=CONFIRM_SALT)
 
     # -- signup ------------------------------------------------------------------------------
 
@@ -176,7 +172,7 @@ class Flow:
             return None
         store.record_attempt(conn, "address", key, now)
         latest = store.latest_events(conn, contact.id)
-        token = self._signer.confirm_token(contact.id, list_names, now=now)
+        token = self._signer.confirm_token(contact.id, list_names, now=now, email=contact.email)
         return ConfirmationMail(
             email=contact.email,
             locale=locale,
@@ -215,15 +211,22 @@ class Flow:
             source = f"{self.settings.web.base_url}/confirm"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
         return await asyncio.to_thread(
-            self._record_confirm, claim.contact_id, claim.list_names, evidence
-        )
+            self._record_confirm, claim.contact_id, claim.list_names, evidence,
+            made_for=lambda email: TokenSigner.made_for(claim, email),
+        )  # fmt: skip
 
     def _record_confirm(
-        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence | None
+        self,
+        contact_id: int,
+        list_names: tuple[str, ...],
+        evidence: store.Evidence | None,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
         with self.engine.begin() as conn:
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:  # erased since the mail was sent
+            # Erased since the mail was sent, or (an old database) the id is someone else's now.
+            if contact is None or not made_for(contact.email):
                 return ConfirmOutcome(TokenStatus.STALE)
             latest = store.latest_events(conn, contact_id)
             pending = {
@@ -249,24 +252,33 @@ class Flow:
 
     async def renew(self, token: str, seen: Seen) -> ConfirmOutcome:
         """A new confirmation mail for an expired link, under the same anti-bombing limits."""
+        # An expired link may still ask for a new mail, a forged one may not: the signature is
+        # checked, the age is not.
         try:
-            contact_id, list_names = self._confirm_any_age.loads(token)
-            contact_id, list_names = int(contact_id), tuple(str(n) for n in list_names)
-        except (BadSignature, ValueError, TypeError):
+            claim = self._signer.read_confirm(token, max_age_seconds=None)
+        except ForgedToken:
             return ConfirmOutcome(TokenStatus.FORGED)
         evidence = store.Evidence("", seen.ip, seen.user_agent, self.clock())
         try:
-            return await asyncio.to_thread(self._record_renew, contact_id, list_names, evidence)
+            return await asyncio.to_thread(
+                self._record_renew, claim.contact_id, claim.list_names, evidence,
+                made_for=lambda email: TokenSigner.made_for(claim, email),
+            )  # fmt: skip
         except _RateLimited:
             return ConfirmOutcome(TokenStatus.RENEWED)
 
     def _record_renew(
-        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence
+        self,
+        contact_id: int,
+        list_names: tuple[str, ...],
+        evidence: store.Evidence,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
         with self.engine.begin() as conn:
             self._check_ip(conn, evidence)
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:
+            if contact is None or not made_for(contact.email):
                 return ConfirmOutcome(TokenStatus.STALE)
             latest = store.latest_events(conn, contact_id)
             pending = tuple(n for n in list_names if n in latest and latest[n].event in _PENDING)
@@ -307,6 +319,7 @@ class Flow:
             how,
             evidence,
             claim.basis,
+            made_for=lambda email: TokenSigner.made_for(claim, email),
         )
 
     def _record_unsubscribe(
@@ -317,10 +330,14 @@ class Flow:
         how: str,
         evidence: store.Evidence | None,
         basis: str | None = None,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> UnsubscribeOutcome:
         with self.engine.begin() as conn:
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:
+            # An id given to someone else after an erasure (databases from before AUTOINCREMENT)
+            # must not act on them: the token names the address it was made for.
+            if contact is None or not made_for(contact.email):
                 # Erased: the erasure left a hashed suppression for every list; nothing to do.
                 return UnsubscribeOutcome(TokenStatus.STALE, list_name)
             latest = store.latest_events(conn, contact_id)

@@ -187,7 +187,7 @@ class MessageFactory:
         self._env = env
         self._settings = settings
         self._campaign = campaign
-        self._token = unsubscribe_token  # (contact_id, list_name, basis) -> str
+        self._token = unsubscribe_token  # (contact_id, list_name, basis, email) -> str
         self._dkim = dkim  # loaded once per campaign by the caller; None without [dkim]
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
@@ -245,7 +245,7 @@ class MessageFactory:
         settings, sender = self._settings, self._settings.sender
         # The basis goes into the link: unsubscribing from a customer-basis mail is an
         # objection to that basis, from a role-address mail an end to all mail (issue 14).
-        token = self._token(recipient.contact_id, self._campaign.list_name, basis)
+        token = self._token(recipient.contact_id, self._campaign.list_name, basis, recipient.email)
         unsubscribe_url = f"{settings.web.base_url}/unsubscribe/{token}"
         mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + quote(f"unsubscribe {token}")
         parts = self.parts_for(recipient.locale)

@@ -192,7 +192,7 @@ def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) 
     evidence = store.Evidence(f"mailto:{settings.sender.unsubscribe_mailto}", None, None, now)
     with engine.begin() as conn:
         contact = store.contact_by_id(conn, claim.contact_id)
-        if contact is None:
+        if contact is None or not TokenSigner.made_for(claim, contact.email):
             return "ignored"  # erased: a hashed suppression already covers every list
         store.add_events(
             conn, contact.id, {claim.list_name: "unsubscribed by e-mail"},

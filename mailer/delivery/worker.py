@@ -25,7 +25,7 @@ from mailer.config import Settings
 from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import Throttle, backoff_delay
-from mailer.core.tokens import TokenSigner, address_hashes
+from mailer.core.tokens import TokenSigner, address_hashes, message_ref
 from mailer.delivery.dkimkeys import load_signing_key
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
@@ -191,7 +191,8 @@ class _Sender:
                 job.recipient,
                 basis=job.basis,
                 now=self.clock(),
-                delivery_ref=f"{job.campaign_id}.{job.delivery_id}",
+                # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
+                delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
             )
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL

@@ -98,6 +98,12 @@ class ImportResult:
 Progress = Callable[[int, int], None]
 
 
+# The latest a consent time may be: the import's clock plus the largest UTC offset (+14:00),
+# since a time without a zone is read as UTC but may be local. Later is a time that has not
+# happened: evidence that cannot be true (issue 14, row 10).
+_FUTURE_ALLOWANCE = timedelta(hours=14)
+
+
 def import_contacts(
     engine: Engine,
     settings: Settings,
@@ -105,12 +111,17 @@ def import_contacts(
     *,
     now: datetime,
     on_progress: Progress | None = None,
+    not_after: datetime | None = None,
 ) -> ImportResult:
-    """Import contacts and their consent evidence from the CSV file at `path`."""
+    """Import contacts and their consent evidence from the CSV file at `path`.
+
+    `not_after` (the command line passes its clock) refuses consent times later than it: a
+    consent cannot have been given in the future (issue 14, row 10)."""
     default_source = f"import:{path.name}"
+    latest = None if not_after is None else as_utc(not_after) + _FUTURE_ALLOWANCE
     return _run(
         engine, path, now, CONTACT_COLUMNS, ("email",),
-        lambda row: _contact_row(row, settings, default_source, as_utc(now)), on_progress,
+        lambda row: _contact_row(row, settings, default_source, latest), on_progress,
     )  # fmt: skip
 
 
@@ -167,14 +178,8 @@ def _personal(row: CsvRow) -> dict[str, Any]:
     return fields
 
 
-# The latest a consent time may be: the import's clock plus the largest UTC offset (+14:00),
-# since a time without a zone is read as UTC but may be local. Later is a time that has not
-# happened: evidence that cannot be true (issue 14, row 10).
-_FUTURE_ALLOWANCE = timedelta(hours=14)
-
-
 def _contact_row(
-    row: CsvRow, settings: Settings, default_source: str, now: datetime | None = None
+    row: CsvRow, settings: Settings, default_source: str, latest: datetime | None = None
 ) -> _Parsed:
     email, personal = row.address(), _personal(row)
     raw_list = row.get("list")
@@ -190,7 +195,7 @@ def _contact_row(
         raise row.error("list", f'"{raw_list}" is not a configured list; lists: {configured}.')
     requested, confirmed = row.when("requested_at"), row.when("confirmed_at")
     for column, moment in (("requested_at", requested), ("confirmed_at", confirmed)):
-        if now is not None and moment is not None and moment > now + _FUTURE_ALLOWANCE:
+        if latest is not None and moment is not None and moment > latest:
             raise row.error(
                 column, f'"{row.values[column]}" is in the future; consent is given, not planned.'
             )

@@ -34,6 +34,7 @@ from jinja2 import (
 )
 
 from mailer.config import Settings
+from mailer.core.addresses import wire_address
 from mailer.core.dkim import SigningKey, sign_message
 from mailer.core.headers import check_header_value, encode_address, encode_header, encode_phrase
 from mailer.core.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
@@ -283,10 +284,11 @@ class MessageFactory:
         ref = delivery_ref or secrets.token_hex(6)
         message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
         boundary = "=_" + secrets.token_hex(16)
+        to = wire_address(recipient.email)  # IDN domain as A-label (RFC 5891)
         headers = "\r\n".join(
             [
                 self._static_headers,
-                "To: " + encode_address(recipient.display_name, recipient.email),
+                "To: " + encode_address(recipient.display_name, to, utf8=not to.isascii()),
                 f"Date: {format_datetime(now)}",
                 f"Message-ID: {message_id}",
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
@@ -295,7 +297,8 @@ class MessageFactory:
         )
         data = b"".join(
             [
-                headers.encode("ascii"),
+                # ASCII, except a non-ASCII local part in To (RFC 6532: sent only with SMTPUTF8).
+                headers.encode("utf-8"),
                 b"\r\n\r\n",
                 _part(boundary, "text/plain", _qp(text)),
                 _part(boundary, "text/html", _qp(html)),

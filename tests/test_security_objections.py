@@ -12,6 +12,7 @@ from mailer.config import Settings
 from mailer.core.policy import PurchaseFact
 from mailer.delivery.sending import run_campaign
 from mailer.delivery.sink import SmtpSink
+from mailer.store.planning import materialise
 from tests.conftest import make_settings
 from tests.factories import add_contact, new_campaign
 from tests.web_support import FakeClock, client, ledger, marketing_to, rows, unsubscribe_path
@@ -81,3 +82,28 @@ async def test_unsubscribing_from_a_role_address_mail_suppresses_every_list(
     ]
     clock.advance(minutes=1)
     assert await run(engine, settings, clock, "b2b-2", "offers") == {ROLE: "skipped:suppressed"}
+
+
+async def test_an_objection_stops_a_customer_campaign_that_already_queued_the_person(
+    engine: Engine, send_settings: Settings, sink: SmtpSink
+) -> None:
+    clock = FakeClock()
+    bought = clock() - timedelta(days=30)
+    add_contact(engine, send_settings, CUSTOMER, at=bought,
+                purchases=[PurchaseFact("brood", bought, optout_offered=True)])  # fmt: skip
+    assert await run(engine, send_settings, clock, "brood-1", "newsletter") == {CUSTOMER: "sent"}
+    path = unsubscribe_path(marketing_to(sink, CUSTOMER)[0])
+    queued = new_campaign(engine, send_settings, "brood-2", at=clock(), list_name="offers")
+    materialise(engine, send_settings, queued, clock())  # planned before the objection
+    assert ledger(engine, queued.id or 0) == {CUSTOMER: "queued"}
+
+    async with client(create_app(send_settings, engine, clock=clock)) as web:
+        clock.advance(minutes=1)
+        assert (await web.post(path, data=ONE_CLICK)).status_code == 200
+    await run_campaign(engine, send_settings, queued, clock=clock)
+
+    assert ledger(engine, queued.id or 0) == {CUSTOMER: "suppressed"}
+    assert [
+        d["skip_reason"] for d in rows(engine, "delivery") if d["campaign_id"] == queued.id
+    ] == ["objected"]
+    assert len(marketing_to(sink, CUSTOMER)) == 1

@@ -42,8 +42,11 @@ async def web(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def has_security_headers(answer: httpx.Response) -> bool:
-    return all(answer.headers.get(name.decode()) == value.decode() for name, value in
-               SECURITY_HEADERS)  # fmt: skip
+    # The signup form alone may name its origin on its own POST (Referrer-Policy same-origin).
+    allowed = {n.decode(): {v.decode()} for n, v in SECURITY_HEADERS}
+    if answer.request.url.path == "/subscribe":
+        allowed["referrer-policy"].add("same-origin")
+    return all(answer.headers.get(name) in values for name, values in allowed.items())
 
 
 async def test_a_source_url_with_line_breaks_and_esc_is_refused_and_nothing_stored(

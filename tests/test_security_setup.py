@@ -1,5 +1,6 @@
-"""Mistakes refused at set-up (issue 14, row 10): short keys, open files, future consent,
-bad argument bytes. Real `mailer` processes against a project folder."""
+"""Mistakes refused at set-up (issue 14, row 10): short keys, open files, bad argument bytes.
+Real `mailer` processes against a project folder. (Future consent times on import: issue 15's
+importer refuses them, tests/test_import_refusals.py on main.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
-from tests.process_support import MAILER, env, mailer, write_project
+from tests.process_support import MAILER, env, write_project
 
 
 def test_a_secret_key_shorter_than_32_bytes_is_refused_with_how_to_make_one(
@@ -38,26 +39,6 @@ def test_the_database_and_its_wal_files_are_readable_by_their_owner_only(
     assert tmp_path / "mailer.db" in files
     for file in files:
         assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
-
-
-def test_a_consent_dated_in_the_future_is_refused_and_nothing_imported(
-    tmp_path: Path, sink: SmtpSink
-) -> None:
-    config = write_project(tmp_path, sink, rate=0, recipients=1)
-    future = tmp_path / "future.csv"
-    future.write_text(
-        "email,list,requested_at,confirmed_at\n"
-        "ok@example.nl,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00\n"
-        "late@example.nl,newsletter,2026-01-01T10:00:00,2099-01-01T10:05:00\n",
-        encoding="utf-8",
-    )
-    result = mailer(config, "contacts", "import", str(future))
-    assert result.returncode == 2
-    assert (
-        f'{future}:3: column "confirmed_at": "2099-01-01T10:05:00" is in the future; '
-        "consent is given, not planned." in result.stderr
-    )
-    assert mailer(config, "privacy", "export", "ok@example.nl").returncode == 1  # not imported
 
 
 def test_an_argument_that_is_not_utf8_is_refused_with_a_sentence(

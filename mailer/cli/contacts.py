@@ -25,10 +25,7 @@ def _import(kind: str, function: Callable[..., Any], file: Path) -> None:
     settings = settings_from_options()
     with open_engine(settings) as engine:
         with output.ImportProgress(f"importing {file.name}") as progress:
-            now = utc_now()
-            # Consent times later than now are refused (contacts only: purchases may be dated).
-            extra: dict[str, Any] = {"not_after": now} if function is import_contacts else {}
-            result = function(engine, settings, file, now=now, on_progress=progress.update, **extra)
+            result = function(engine, settings, file, now=utc_now(), on_progress=progress.update)
     output.line(
         f"{file}: {result.rows} rows imported ({kind}); {result.contacts_created} contacts new, "
         f"{result.contacts_updated} updated, {result.consent_events} consent events, "

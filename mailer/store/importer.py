@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -98,12 +98,6 @@ class ImportResult:
 Progress = Callable[[int, int], None]
 
 
-# The latest a consent time may be: the import's clock plus the largest UTC offset (+14:00),
-# since a time without a zone is read as UTC but may be local. Later is a time that has not
-# happened: evidence that cannot be true (issue 14, row 10).
-_FUTURE_ALLOWANCE = timedelta(hours=14)
-
-
 def import_contacts(
     engine: Engine,
     settings: Settings,
@@ -111,17 +105,12 @@ def import_contacts(
     *,
     now: datetime,
     on_progress: Progress | None = None,
-    not_after: datetime | None = None,
 ) -> ImportResult:
-    """Import contacts and their consent evidence from the CSV file at `path`.
-
-    `not_after` (the command line passes its clock) refuses consent times later than it: a
-    consent cannot have been given in the future (issue 14, row 10)."""
+    """Import contacts and their consent evidence from the CSV file at `path`."""
     default_source = f"import:{path.name}"
-    latest = None if not_after is None else as_utc(not_after) + _FUTURE_ALLOWANCE
     return _run(
         engine, path, now, CONTACT_COLUMNS, ("email",),
-        lambda row: _contact_row(row, settings, default_source, latest), on_progress,
+        lambda row: _contact_row(row, settings, default_source), on_progress,
     )  # fmt: skip
 
 
@@ -178,9 +167,7 @@ def _personal(row: CsvRow) -> dict[str, Any]:
     return fields
 
 
-def _contact_row(
-    row: CsvRow, settings: Settings, default_source: str, latest: datetime | None = None
-) -> _Parsed:
+def _contact_row(row: CsvRow, settings: Settings, default_source: str) -> _Parsed:
     email, personal = row.address(), _personal(row)
     raw_list = row.get("list")
     if raw_list is None:
@@ -194,11 +181,6 @@ def _contact_row(
         configured = ", ".join(settings.lists)
         raise row.error("list", f'"{raw_list}" is not a configured list; lists: {configured}.')
     requested, confirmed = row.when("requested_at"), row.when("confirmed_at")
-    for column, moment in (("requested_at", requested), ("confirmed_at", confirmed)):
-        if latest is not None and moment is not None and moment > latest:
-            raise row.error(
-                column, f'"{row.values[column]}" is in the future; consent is given, not planned.'
-            )
     if requested is not None and confirmed is not None and confirmed < requested:
         raise row.error(
             "confirmed_at",

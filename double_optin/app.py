@@ -279,13 +279,12 @@ def create_app(
         if outcome.ack is not None:
             # After the answer, like the confirmation mail: the unsubscribe is already stored.
             background.add_task(flow.acknowledge, outcome.ack)
-        context = {
-            "titles": pages.titles(outcome.left),
-            "everything": outcome.everything,
-            "basis": outcome.basis,
-        }
+        context = {"titles": pages.titles(outcome.left), "everything": outcome.everything}
         # RFC 8058 §3.2: answer the POST itself; never a redirect.
-        return pages.render("unsubscribed", outcome.locale or lang, context, root="../")
+        return pages.render(
+            "unsubscribed", outcome.locale or lang, {**context, "basis": outcome.basis},
+            root="../",
+        )  # fmt: skip
 
     @app.get("/assets/page.css", include_in_schema=False)
     async def stylesheet() -> Response:

@@ -90,9 +90,9 @@ class Pages:
             {
                 "locale": chosen,
                 "sender": self.settings.sender,
-                "policy": self.settings.policy,  # retention_days: GDPR art. 13(2)(a)
                 "lists": self.settings.lists,
                 "root": root,
+                "policy": self.settings.policy,  # retention_days: GDPR art. 13(2)(a)
                 **(context or {}),
             }
         )

@@ -60,10 +60,11 @@ def check_hash_keys(conn: Connection, keys: Sequence[str], now: datetime) -> Non
     supplied = {key_fingerprint(key): key for key in keys}
     has_suppressions = conn.execute(select(_suppression.c.id).limit(1)).first() is not None
     registered = set(conn.execute(select(_key.c.fingerprint)).scalars())
+    current = key_fingerprint(keys[-1])
     if not has_suppressions:
-        if registered:
+        if registered and registered != {current}:
             conn.execute(_key.delete())
-        registered = set()
+            registered = set()
     elif not registered:
         for fingerprint in supplied:
             conn.execute(_key.insert().values(fingerprint=fingerprint, first_used_at=now))
@@ -78,6 +79,5 @@ def check_hash_keys(conn: Connection, keys: Sequence[str], now: datetime) -> Non
             'docs/security.md, "Rotating the secret key").',
             file="MAILER_HASH_KEY",
         )
-    current = key_fingerprint(keys[-1])
-    if current not in registered:
+    if current not in registered:  # the steady state writes nothing: no lock is taken
         conn.execute(_key.insert().values(fingerprint=current, first_used_at=now))

@@ -95,7 +95,7 @@ def timer() -> float:
     return time.perf_counter()
 
 
-os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key")
+os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key-0123456789abcdef")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 

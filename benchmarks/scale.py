@@ -76,7 +76,7 @@ def main() -> None:
         "--database", nargs="+", choices=["sqlite", "postgresql"], default=["sqlite", "postgresql"]
     )
     args = parser.parse_args()
-    os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key")
+    os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key-0123456789abcdef")
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         csv = tmp / "contacts.csv"

@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     args = parser.parse_args()
-    os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key")
+    os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key-0123456789abcdef")
     bare: list[float] = []
     wall: dict[int, list[float]] = {n: [] for n in args.workers}
     steady: dict[int, list[float]] = {n: [] for n in args.workers}

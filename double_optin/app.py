@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import BackgroundTasks, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
@@ -28,8 +29,10 @@ from double_optin.flow import (
     SignupStatus,
     TokenStatus,
 )
+from double_optin.guard import RefusedEvidence, SafeErrors, evidence_refusal, is_cross_site
 from double_optin.pages import Pages, SecurityHeaders, pick_locale
 from mailer.config import Settings
+from mailer.core.text import printable
 from mailer.delivery.sending import Connection
 from mailer.store.db import make_engine
 
@@ -81,11 +84,23 @@ class ListInfo(BaseModel):
     wording: str
 
 
-def _seen(request: Request) -> Seen:
-    return Seen(
-        ip=request.client.host if request.client else None,
-        user_agent=request.headers.get("user-agent"),
-    )
+def _own_form(page: Response) -> Response:
+    # The signup page carries no token: its own POST may name its origin (with no-referrer
+    # the browser would send "Origin: null", which is refused as cross-site).
+    page.headers["referrer-policy"] = "same-origin"
+    return page
+
+
+def _seen(request: Request, *, refuse: bool = True) -> Seen:
+    """Who is asking, as evidence. A user agent holding control characters is refused (400),
+    or, where refusing would keep a person from leaving (`refuse=False`: unsubscribe), stored
+    escaped: evidence never holds a raw control character (issue 14, row 2)."""
+    user_agent = request.headers.get("user-agent")
+    if (refusal := evidence_refusal("user-agent", user_agent)) is not None:
+        if refuse:
+            raise refusal
+        user_agent = printable(user_agent or "")
+    return Seen(ip=request.client.host if request.client else None, user_agent=user_agent)
 
 
 async def _form(request: Request) -> FormData:
@@ -113,8 +128,31 @@ def create_app(
         # Swagger UI loads its assets from a CDN; the schema itself stays at /openapi.json.
         docs_url=None,
         redoc_url=None,
+        # README: no redirects. Starlette would answer a trailing slash with a 307 whose
+        # Location is built from the Host header (issue 14, row 9): an unknown path is a 404.
+        redirect_slashes=False,
     )
+    # SafeErrors inside SecurityHeaders: a 500 carries the headers too (add_middleware wraps
+    # outward: the last one added is the outermost).
+    app.add_middleware(SafeErrors)
     app.add_middleware(SecurityHeaders)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own answer echoes the input, and fails (a 500) on input it cannot encode
+        # again, such as a lone surrogate: name the field and the problem, never the value.
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        detail = printable(f"{where}: {first.get('msg', 'invalid')}.")
+        return JSONResponse(Problem(error="invalid_request", detail=detail).model_dump(), 400)
+
+    @app.exception_handler(RefusedEvidence)
+    async def refused_evidence(request: Request, exc: RefusedEvidence) -> Response:
+        if request.url.path.startswith("/api/"):
+            problem = Problem(error="control_characters", detail=exc.reason)
+            return JSONResponse(problem.model_dump(), 400)
+        return pages.render("bad_request", request.query_params.get("lang"), status=400,
+                            root="../" if request.url.path.count("/") > 1 else "./")  # fmt: skip
 
     def signup_page(outcome: SignupOutcome, locale: str, form: FormData) -> Response:
         if outcome.status is SignupStatus.RATE_LIMITED:
@@ -128,7 +166,7 @@ def create_app(
                 "email": str(form.get("email") or ""),
                 "chosen": [str(v) for v in form.getlist("lists")],
             }
-            return pages.render("subscribe", locale, context, status=400)
+            return _own_form(pages.render("subscribe", locale, context, status=400))
         return pages.render("subscribe_sent", locale)
 
     def confirm_page(outcome: ConfirmOutcome, token_locale: str | None) -> Response:
@@ -150,16 +188,23 @@ def create_app(
 
     @app.get("/subscribe", include_in_schema=False)
     async def subscribe_form(lang: LangQuery = None) -> Response:
-        return pages.render(
-            "subscribe", lang, {"email": "", "chosen": [], "error": None, "detail": None}
+        return _own_form(
+            pages.render(
+                "subscribe", lang, {"email": "", "chosen": [], "error": None, "detail": None}
+            )
         )
 
     @app.post("/subscribe", include_in_schema=False)
     async def subscribe(
         request: Request, background: BackgroundTasks, lang: LangQuery = None
     ) -> Response:
-        form = await _form(request)
         locale = pick_locale(lang, settings.locale)
+        headers = request.headers
+        if is_cross_site(headers.get("origin"), headers.get("referer"), base):
+            # Another site posting our form (issue 14, row 6): it would store the visitor's IP
+            # as evidence of a signup they never made. Nothing is read or stored.
+            return pages.render("cross_site", locale, status=403)
+        form = await _form(request)
         outcome = await flow.signup(
             str(form.get("email") or ""),
             [str(v) for v in form.getlist("lists")],
@@ -210,6 +255,7 @@ def create_app(
             ),  # fmt: skip
             "current": outcome.list_name,
             "all_lists": ALL_LISTS,
+            "basis": outcome.basis,
         }
         return pages.render("unsubscribe", outcome.locale or lang, context, root="../")
 
@@ -232,7 +278,8 @@ def create_app(
             if one_click
             else "unsubscribe page: " + ("all lists" if scope == ALL_LISTS else "one list")
         )
-        outcome = await flow.unsubscribe(token, scope=scope, how=how, seen=_seen(request))
+        seen = _seen(request, refuse=False)  # an unsubscribe is never refused
+        outcome = await flow.unsubscribe(token, scope=scope, how=how, seen=seen)
         if outcome.status is TokenStatus.FORGED:
             return pages.render("link_invalid", lang, status=400, root="../")
         if outcome.ack is not None:
@@ -241,7 +288,10 @@ def create_app(
         titles = pages.titles(outcome.left, outcome.locale or lang)
         context = {"titles": titles, "everything": outcome.everything}
         # RFC 8058 §3.2: answer the POST itself; never a redirect.
-        return pages.render("unsubscribed", outcome.locale or lang, context, root="../")
+        return pages.render(
+            "unsubscribed", outcome.locale or lang, {**context, "basis": outcome.basis},
+            root="../",
+        )  # fmt: skip
 
     @app.get("/assets/page.css", include_in_schema=False)
     async def stylesheet() -> Response:
@@ -283,6 +333,8 @@ def create_app(
         body: SignupRequest, request: Request, background: BackgroundTasks
     ) -> Any:
         source = body.source_url or f"{base}/api/subscribe"
+        if (refusal := evidence_refusal("source_url", source)) is not None:
+            raise refusal
         if not source.startswith(("https://", "http://")):
             return JSONResponse(
                 Problem(

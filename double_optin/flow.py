@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
-from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 
@@ -37,7 +36,7 @@ from double_optin.outcomes import (
 from mailer.config import Settings
 from mailer.core.addresses import normalise_address
 from mailer.core.render import make_environment
-from mailer.core.tokens import CONFIRM_SALT, TokenSigner, address_hash
+from mailer.core.tokens import TokenSigner, address_hash
 from mailer.delivery.acknowledge import send_unsubscribe_ack
 from mailer.delivery.sending import Connection
 from mailer.errors import ExpiredToken, ForgedToken
@@ -72,6 +71,13 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _mailbox(email: str) -> str:
+    """The mailbox an address delivers to, for the per-address limit: `victim+1@` and
+    `victim+2@` (subaddresses, RFC 5233) reach the same person as `victim@`."""
+    local, _, domain = email.rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"
+
+
 class _RateLimited(Exception):
     """Rolls the signup transaction back: nothing of an over-limit attempt is kept."""
 
@@ -91,11 +97,9 @@ class Flow:
         self._connect = connect
         self._keys = settings.require_secret_keys()
         self._signer = TokenSigner(self._keys)
+        self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
-        # Verifies a confirm token's signature without its age: an expired link may still ask
-        # for a new mail, a forged one may not. Same keys and salt as TokenSigner.
-        self._confirm_any_age = URLSafeTimedSerializer(list(self._keys), salt=CONFIRM_SALT)
 
     # -- signup ------------------------------------------------------------------------------
 
@@ -148,6 +152,7 @@ class Flow:
         if not limit or not evidence.ip:
             return
         key = address_hash(f"ip:{evidence.ip}", self._keys[-1])
+        store.serialise_on(conn, key)
         store.record_attempt(conn, "ip", key, evidence.at)
         if store.count_attempts(conn, "ip", key, evidence.at - _IP_WINDOW) > limit:
             raise _RateLimited
@@ -160,14 +165,15 @@ class Flow:
         now: datetime,
         locale: str,
     ) -> ConfirmationMail | None:
-        key = address_hash(contact.email, self._keys[-1])
+        key = address_hash(_mailbox(contact.email), self._keys[-1])
+        store.serialise_on(conn, key)  # count and record as one step, also on PostgreSQL
         if store.count_attempts(conn, "address", key, now - _ADDRESS_WINDOW) >= (
             MAX_MAILS_PER_ADDRESS_PER_DAY
         ):
             return None
         store.record_attempt(conn, "address", key, now)
         latest = store.latest_events(conn, contact.id)
-        token = self._signer.confirm_token(contact.id, list_names, now=now)
+        token = self._signer.confirm_token(contact.id, list_names, now=now, email=contact.email)
         return ConfirmationMail(
             email=contact.email,
             locale=locale,
@@ -206,15 +212,22 @@ class Flow:
             source = f"{self.settings.web.base_url}/confirm"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
         return await asyncio.to_thread(
-            self._record_confirm, claim.contact_id, claim.list_names, evidence
-        )
+            self._record_confirm, claim.contact_id, claim.list_names, evidence,
+            made_for=lambda email: TokenSigner.made_for(claim, email),
+        )  # fmt: skip
 
     def _record_confirm(
-        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence | None
+        self,
+        contact_id: int,
+        list_names: tuple[str, ...],
+        evidence: store.Evidence | None,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
         with self.engine.begin() as conn:
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:  # erased since the mail was sent
+            # Erased since the mail was sent, or (an old database) the id is someone else's now.
+            if contact is None or not made_for(contact.email):
                 return ConfirmOutcome(TokenStatus.STALE)
             latest = store.latest_events(conn, contact_id)
             pending = {
@@ -240,24 +253,33 @@ class Flow:
 
     async def renew(self, token: str, seen: Seen) -> ConfirmOutcome:
         """A new confirmation mail for an expired link, under the same anti-bombing limits."""
+        # An expired link may still ask for a new mail, a forged one may not: the signature is
+        # checked, the age is not.
         try:
-            contact_id, list_names = self._confirm_any_age.loads(token)
-            contact_id, list_names = int(contact_id), tuple(str(n) for n in list_names)
-        except (BadSignature, ValueError, TypeError):
+            claim = self._signer.read_confirm(token, max_age_seconds=None)
+        except ForgedToken:
             return ConfirmOutcome(TokenStatus.FORGED)
         evidence = store.Evidence("", seen.ip, seen.user_agent, self.clock())
         try:
-            return await asyncio.to_thread(self._record_renew, contact_id, list_names, evidence)
+            return await asyncio.to_thread(
+                self._record_renew, claim.contact_id, claim.list_names, evidence,
+                made_for=lambda email: TokenSigner.made_for(claim, email),
+            )  # fmt: skip
         except _RateLimited:
             return ConfirmOutcome(TokenStatus.RENEWED)
 
     def _record_renew(
-        self, contact_id: int, list_names: tuple[str, ...], evidence: store.Evidence
+        self,
+        contact_id: int,
+        list_names: tuple[str, ...],
+        evidence: store.Evidence,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
         with self.engine.begin() as conn:
             self._check_ip(conn, evidence)
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:
+            if contact is None or not made_for(contact.email):
                 return ConfirmOutcome(TokenStatus.STALE)
             latest = store.latest_events(conn, contact_id)
             pending = tuple(n for n in list_names if n in latest and latest[n].event in _PENDING)
@@ -291,7 +313,14 @@ class Flow:
             source = f"{self.settings.web.base_url}/unsubscribe"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, self.clock())
         return await asyncio.to_thread(
-            self._record_unsubscribe, claim.contact_id, claim.list_name, scope, how, evidence
+            self._record_unsubscribe,
+            claim.contact_id,
+            claim.list_name,
+            scope,
+            how,
+            evidence,
+            claim.basis,
+            made_for=lambda email: TokenSigner.made_for(claim, email),
         )
 
     def _record_unsubscribe(
@@ -301,10 +330,15 @@ class Flow:
         scope: str | None,
         how: str,
         evidence: store.Evidence | None,
+        basis: str | None = None,
+        *,
+        made_for: Callable[[str], bool] = lambda _email: True,
     ) -> UnsubscribeOutcome:
         with self.engine.begin() as conn:
             contact = store.contact_by_id(conn, contact_id)
-            if contact is None:
+            # An id given to someone else after an erasure (databases from before AUTOINCREMENT)
+            # must not act on them: the token names the address it was made for.
+            if contact is None or not made_for(contact.email):
                 # Erased: the erasure left a hashed suppression for every list; nothing to do.
                 return UnsubscribeOutcome(TokenStatus.STALE, list_name)
             latest = store.latest_events(conn, contact_id)
@@ -312,21 +346,28 @@ class Flow:
             subscribed = tuple(dict.fromkeys((list_name, *active)))
             if evidence is None:
                 return UnsubscribeOutcome(
-                    TokenStatus.READY, list_name, subscribed, locale=contact.locale
+                    TokenStatus.READY, list_name, subscribed, locale=contact.locale, basis=basis
                 )
-            everything = scope == ALL_LISTS
+            # A mail to a role address (no consent, no customer) had no list of its own to
+            # leave: its unsubscribe ends all mail to the address (issue 14, row 4).
+            everything = scope == ALL_LISTS or basis == "role_address"
             # None suppresses every list. The page only offers the person's own lists; any
             # other value (or none: the one-click POST) means the list of the mail.
             target = None if everything else (scope if scope in subscribed else list_name)
             ending = active if everything else tuple(n for n in (target,) if n in active)
             withdrawn = dict.fromkeys(ending, how)
             store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
-            added = store.suppress(conn, self._keys, contact, [target], evidence.at)
+            added = store.suppress(conn, self._hash_keys, contact, [target], evidence.at)
+            objected = False
+            if basis == "existing_customer":
+                # Tw 11.7(2): the opt-out in a soft opt-in mail objects to "such use" of the
+                # address: every customer-basis campaign skips the person from now on.
+                objected = store.object_to_customer_basis(conn, contact_id, evidence.at) > 0
             left = ending if everything else (target or list_name,)
             ack = None
             # Only when something changed: a provider retrying the one-click POST, or a second
             # click, must not send a second acknowledgement.
-            if self.settings.policy.acknowledge_unsubscribe and (ending or added):
+            if self.settings.policy.acknowledge_unsubscribe and (ending or added or objected):
                 locale = contact.locale if contact.locale in _ALL_TITLE else self.settings.locale
                 lists = self.settings.lists
                 titles = [lists[n].text_for(locale).title for n in left if n in lists]
@@ -340,6 +381,8 @@ class Flow:
                 everything,
                 contact.locale,
                 ack,
+                basis,
+                objected,
             )
 
     async def acknowledge(self, ack: Acknowledgement) -> bool:

@@ -89,3 +89,7 @@ class UnsubscribeOutcome:
     everything: bool = False
     locale: str | None = None
     ack: Acknowledgement | None = None
+    # The basis of the mail the link came in (None: consent). existing_customer: the
+    # unsubscribe is also an objection to mail as a customer; role_address: it ends all mail.
+    basis: str | None = None
+    objected: bool = False  # the customer basis ended with this unsubscribe

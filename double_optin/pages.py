@@ -97,6 +97,7 @@ class Pages:
                 # reads here is what the consent records (flow.signup uses the same text).
                 "lists": {n: item.text_for(chosen) for n, item in self.settings.lists.items()},
                 "root": root,
+                "policy": self.settings.policy,  # retention_days: GDPR art. 13(2)(a)
                 **(context or {}),
             }
         )

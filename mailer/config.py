@@ -3,7 +3,8 @@
 A bad, unknown or missing key raises `ConfigError` naming the file, the line where we can find
 it, and the dotted key (`smtp.port`). Secrets come from the environment, never from the file:
 `MAILER_SECRET_KEY` (several keys separated by commas, oldest first, for rotation; the last one
-signs) and `MAILER_SMTP_PASSWORD`.
+signs), `MAILER_HASH_KEY` (optional: the key of the suppression hashes, never rotated; see
+docs/security.md) and `MAILER_SMTP_PASSWORD`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mailer.errors import ConfigError
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "MIN_SECRET_KEY_BYTES",
     "BounceSettings",
     "DatabaseSettings",
     "DkimSettings",
@@ -36,10 +38,13 @@ __all__ = [
     "WebSettings",
     "load_settings",
     "parse_settings",
+    "hash_keys_from_env",
     "secret_keys_from_env",
 ]
 
 DEFAULT_CONFIG_PATH = "mailer.toml"
+# A signing key shorter than this can be guessed: HMAC-SHA256 wants 256 bits (RFC 2104 §3).
+MIN_SECRET_KEY_BYTES = 32
 _HEADER_UNSAFE = re.compile(r"[\r\n]")
 
 
@@ -62,6 +67,8 @@ class SenderSettings(_Section):
     postal_address: str = Field(min_length=1)
     # The mailto: target of List-Unsubscribe; defaults to unsubscribe@<domain of from_address>.
     unsubscribe_address: str | None = None
+    # GDPR art. 13: your privacy statement, linked on the signup page and in every footer.
+    privacy_url: str | None = None
 
     _check = field_validator(
         "organization",
@@ -71,6 +78,13 @@ class SenderSettings(_Section):
         "postal_address",
         "unsubscribe_address",
     )(lambda v: v if v is None else _no_line_breaks(v))
+
+    @field_validator("privacy_url")
+    @classmethod
+    def _is_web_address(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s\"'<>]+", value):
+            raise ValueError("must be a web address like https://bakkerij.example/privacy")
+        return value
 
     @field_validator("from_address")
     @classmethod
@@ -252,6 +266,8 @@ class Settings(_Section):
 
     # Filled from the environment, not the file.
     secret_keys: tuple[str, ...] = ()
+    # MAILER_HASH_KEY: keys of the suppression hashes only (they sign nothing), first one hashes.
+    hash_keys: tuple[str, ...] = ()
     smtp_password: str = ""
     source: str = "<settings>"
 
@@ -272,7 +288,39 @@ class Settings(_Section):
                 "Set it to a long random string.",
                 file=self.source,
             )
+        for number, key in enumerate(self.secret_keys, start=1):
+            if len(key.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+                count = len(self.secret_keys)
+                which = "the key" if count == 1 else f"key {number} of {count}"
+                # Never the key itself in a message: only its length.
+                raise ConfigError(
+                    f"{which} is {len(key.encode('utf-8'))} bytes long; a signing key must be "
+                    f"at least {MIN_SECRET_KEY_BYTES} bytes of randomness. Make one with: "
+                    "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' "
+                    "(to keep old suppressions, keep the old key in MAILER_HASH_KEY: see "
+                    "docs/security.md).",
+                    file="MAILER_SECRET_KEY",
+                )
         return self.secret_keys
+
+    def require_hash_keys(self) -> tuple[str, ...]:
+        """Every key a stored suppression hash may have been made with; the LAST one hashes new
+        suppressions (so `address_hashes(email, keys)[0]` is the hash to store).
+
+        The hashing key is the first of MAILER_HASH_KEY, or, when that is not set, the first
+        (oldest) of MAILER_SECRET_KEY: adding a new signing key at the end never changes it, so
+        one key that is kept keeps every suppression (issue 14, row 1). All keys of both are
+        matched, so hashes made by an older release (with the newest signing key) still hold.
+        """
+        signing = self.require_secret_keys()
+        hasher = self.hash_keys[0] if self.hash_keys else signing[0]
+        others = [k for k in dict.fromkeys((*signing, *self.hash_keys)) if k != hasher]
+        return (*others, hasher)
+
+
+def hash_keys_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
+    raw = environ.get("MAILER_HASH_KEY", "")
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
 
 
 def secret_keys_from_env(environ: Mapping[str, str]) -> tuple[str, ...]:
@@ -289,7 +337,7 @@ def parse_settings(
 ) -> Settings:
     """Validate a mapping (parsed TOML) into `Settings`; `text` lets errors name a line."""
     env = os.environ if environ is None else environ
-    for reserved in ("secret_keys", "smtp_password", "source"):
+    for reserved in ("secret_keys", "hash_keys", "smtp_password", "source"):
         if reserved in data:
             raise ConfigError(
                 "is not a setting; secrets come from the environment.", file=source, key=reserved
@@ -299,6 +347,7 @@ def parse_settings(
             {
                 **data,
                 "secret_keys": secret_keys_from_env(env),
+                "hash_keys": hash_keys_from_env(env),
                 "smtp_password": env.get("MAILER_SMTP_PASSWORD", ""),
                 "source": source,
             }

@@ -145,7 +145,7 @@ def run_demo(
             with engine.begin() as conn:  # Ingrid clicked "unsubscribe" last month
                 add_suppression(
                     conn,
-                    settings.require_secret_keys(),
+                    settings.require_hash_keys(),
                     "ingrid@voorbeeld.example",
                     SuppressionReason.UNSUBSCRIBED,
                     now - timedelta(days=30),

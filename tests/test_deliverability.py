@@ -92,7 +92,7 @@ def test_dutch_names_and_subjects_survive_a_real_smtp_server_and_the_parser(
 
 
 def test_demo_messages_are_dkim_signed_and_verify(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "out", {"MAILER_SECRET_KEY": "demo-test-key"})
+    result = run_demo(tmp_path / "out", {"MAILER_SECRET_KEY": "demo-test-key-0123456789abcdefgh"})
     assert len(result.eml_files) == 5
     for path in result.eml_files:
         data = path.read_bytes()
@@ -103,7 +103,7 @@ def test_demo_messages_are_dkim_signed_and_verify(tmp_path: Path) -> None:
 @needs_spamassassin
 @pytest.mark.slow
 def test_demo_messages_score_below_two_with_spamassassin(tmp_path: Path) -> None:
-    result = run_demo(tmp_path / "out", {"MAILER_SECRET_KEY": "demo-test-key"})
+    result = run_demo(tmp_path / "out", {"MAILER_SECRET_KEY": "demo-test-key-0123456789abcdefgh"})
     with ThreadPoolExecutor(max_workers=2) as pool:
         verdicts = dict(
             zip(
@@ -118,7 +118,7 @@ def test_demo_messages_score_below_two_with_spamassassin(tmp_path: Path) -> None
 
 
 def _cli_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, templates: Path | None) -> Path:
-    monkeypatch.setenv("MAILER_SECRET_KEY", "cli-test-key")
+    monkeypatch.setenv("MAILER_SECRET_KEY", "cli-test-key-0123456789abcdefghi")
     config = tmp_path / "mailer.toml"
     extra = f'templates_dir = "{templates}"\n' if templates else ""
     config.write_text(

@@ -71,6 +71,7 @@ def settings_from_options() -> Settings:
 @contextmanager
 def open_engine(settings: Settings, *, require_schema: bool = True) -> Iterator[Engine]:
     engine = make_engine(settings.database.url, source=settings.source)
+    _require_hash_keys(engine, settings)
     try:
         if require_schema:
             _check_schema(engine)
@@ -95,3 +96,21 @@ def _check_schema(engine: Engine) -> None:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _require_hash_keys(engine: Engine, settings: Settings) -> None:
+    """Every command refuses to run without a key that hashed stored suppressions: without it
+    they would silently stop matching (issue 14, row 1). Disposes `engine` when it refuses."""
+    from mailer.store.suppression import check_hash_keys
+
+    if not settings.secret_keys:
+        return  # a command that signs nothing (it fails on its own when it needs a key)
+    try:
+        with engine.begin() as conn:
+            check_hash_keys(conn, settings.require_hash_keys(), utc_now())
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise MailerError(f"The database failed: {exc.__class__.__name__}: {exc}") from exc
+    except BaseException:
+        engine.dispose()
+        raise

@@ -67,6 +67,17 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    for number, arg in enumerate(args, start=1):
+        # Python hands over bytes that are not UTF-8 as lone surrogates (PEP 383); printed or
+        # stored they end in a UnicodeEncodeError traceback (issue 14, row 10).
+        if any("\udc80" <= char <= "\udcff" for char in arg):
+            shown = arg.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            output.error(
+                f"argument {number} ({shown}) is not valid UTF-8; give names and addresses "
+                "in UTF-8 (rename a file whose name is not)."
+            )
+            return 2
     try:
         # Standalone mode: usage errors print themselves and exit 2, typer.Exit exits with its code.
         app(args=argv, prog_name="mailer")

@@ -33,6 +33,13 @@ def serve() -> None:
     settings = settings_from_options()
     settings.require_secret_keys()  # fail now, not on the first request
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if not settings.sender.privacy_url:
+        # GDPR art. 13: the signup page must say who processes the data and how; it does so
+        # without it, but a link to the full statement is expected. Serving goes on.
+        output.warning(
+            "sender.privacy_url is not set; the signup page and the mail footers "
+            "link no privacy statement (GDPR art. 13). Set it in the [sender] section."
+        )
     with open_engine(settings) as engine:
         web = settings.web
         output.line(f"Serving {web.base_url} on http://{web.host}:{web.port} (Ctrl+C stops).")

@@ -12,7 +12,9 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
+from mailer.core.text import json_printable, printable
 from mailer.store.campaign import CampaignReport
 from mailer.store.planning import PlanSummary
 
@@ -22,21 +24,29 @@ __all__ = [
     "csv_rows",
     "error",
     "json_document",
+    "json_text",
     "line",
     "plan_table",
     "raw",
     "report_table",
     "rules_table",
     "trail_table",
+    "warning",
 ]
 
 _out = Console(highlight=False)
 _err = Console(stderr=True, highlight=False)
 
 
+def _terminal(text: str) -> str:
+    """`text` with control characters escaped (ESC, C1, bidi overrides: issue 14, row 2), the
+    line breaks of our own multi-line messages kept."""
+    return "\n".join(printable(part, escape_backslash=False) for part in text.split("\n"))
+
+
 def line(text: str) -> None:
     """One message line; never wrapped, so it can be grepped and copied whole."""
-    _out.print(text, markup=False, soft_wrap=True)
+    _out.print(_terminal(text), markup=False, soft_wrap=True, highlight=False)
 
 
 def raw(text: str) -> None:
@@ -44,9 +54,20 @@ def raw(text: str) -> None:
     line(text)
 
 
+def json_text(document: str) -> None:
+    """A JSON document (from json.dumps): the same value, with terminal-unsafe characters
+    written as \\uXXXX escapes."""
+    sys.stdout.write(json_printable(document) + "\n")
+
+
+def warning(text: str) -> None:
+    """Something to fix that does not stop the command (on stderr)."""
+    _err.print(f"warning: {_terminal(text)}", markup=False, soft_wrap=True)
+
+
 def error(text: str) -> None:
     _err.print(
-        f"error: {text}",
+        f"error: {_terminal(text)}",
         markup=False,
         soft_wrap=True,
         style="bold red" if _err.is_terminal else None,
@@ -54,13 +75,18 @@ def error(text: str) -> None:
 
 
 def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=_cell_text(title), title_justify="left")
     table.add_column("decision")
     table.add_column("basis / reason")
     table.add_column("recipients", justify="right")
     for kind, label, count in rows:
-        table.add_row(kind, label, str(count))
+        table.add_row(_cell_text(kind), _cell_text(label), str(count))
     return table
+
+
+def _cell_text(value: str) -> Text:
+    # A Text, not a str: rich would read "[...]" in a campaign name as markup.
+    return Text(printable(value, escape_backslash=False))
 
 
 def plan_table(plan: PlanSummary, *, title: str) -> None:
@@ -94,17 +120,18 @@ def rules_table(title: str, rules: Iterable[tuple[str, float, str]]) -> None:
     table.add_column("rule")
     table.add_column("description")
     for name, points, description in rules:
-        table.add_row(f"{points:.1f}", name, description)
+        table.add_row(f"{points:.1f}", _cell_text(name), _cell_text(description))
     _out.print(table)
 
 
 def json_document(head: Mapping[str, Any], key: str, items: Iterable[Mapping[str, Any]]) -> None:
     """Write `{**head, key: [items...]}` as JSON, streaming the items (no list in memory)."""
     write = sys.stdout.write
-    body = json.dumps(dict(head), ensure_ascii=False, indent=2)
+    body = json_printable(json.dumps(dict(head), ensure_ascii=False, indent=2))
     write(body[:-2] + f',\n  "{key}": [')
     for number, item in enumerate(items):
-        write(("," if number else "") + "\n    " + json.dumps(item, ensure_ascii=False))
+        item_text = json_printable(json.dumps(item, ensure_ascii=False))
+        write(("," if number else "") + "\n    " + item_text)
     write("\n  ]\n}\n")
 
 
@@ -124,7 +151,8 @@ def _cell(value: Any) -> str:
     # spreadsheet (OWASP "CSV injection"); "-joe@x.nl" is a valid address. A leading quote keeps
     # it text.
     text = "" if value is None else str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
+    text = "'" + text if text.startswith(_FORMULA_START) else text
+    return printable(text, escape_backslash=False)
 
 
 def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:
@@ -136,11 +164,13 @@ def trail_table(title: str, rows: Iterable[Sequence[str]]) -> None:
     line(title)
     for at, list_name, event, origin, wording, source, ip, user_agent in rows:
         line("")
-        line(f"{at}  {list_name}  {event}  ({origin})")
+        line(printable(f"{at}  {list_name}  {event}  ({origin})"))
         for label, value in (("wording", f'"{wording}"' if wording else ""), ("source", source),
                              ("ip", ip), ("user agent", user_agent)):  # fmt: skip
             if value:
-                line(f"    {label + ':':<12}{value}")
+                # Each value escaped whole (a line break too): a stored value can never print
+                # an event of its own into this proof (issue 14, row 2).
+                line(f"    {label + ':':<12}{printable(value)}")
 
 
 class ImportProgress:

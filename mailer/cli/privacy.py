@@ -29,7 +29,7 @@ def privacy_export(email: EmailArgument) -> None:
     settings = settings_from_options()
     with open_engine(settings) as engine:
         document = export_person(engine, settings, email)
-    output.raw(json.dumps(document, ensure_ascii=False, indent=2))
+    output.json_text(json.dumps(document, ensure_ascii=False, indent=2))
 
 
 @privacy_app.command("erase")

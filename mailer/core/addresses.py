@@ -12,7 +12,7 @@ from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
 
-__all__ = ["normalise_address"]
+__all__ = ["normalise_address", "wire_address"]
 
 # RFC 5322 dot-atom: an ASCII local part that email-validator accepts and leaves unchanged.
 _DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
@@ -60,3 +60,18 @@ def _checked_domain(domain: str) -> str | None:
         return validate_email(f"a@{domain}", check_deliverability=False).domain
     except EmailNotValidError:
         return None
+
+
+def wire_address(address: str) -> str:
+    """The address as it goes into an SMTP envelope and a To header: an internationalised
+    domain as its IDNA A-label (RFC 5891), so `jan@exämple.com` needs no SMTPUTF8 at all.
+    Only a non-ASCII local part (`jöran@`) stays non-ASCII: that one needs SMTPUTF8 (RFC 6531).
+    """
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    try:
+        ascii_domain = validate_email(address, check_deliverability=False).ascii_domain
+    except EmailNotValidError:
+        return address
+    return f"{local}@{ascii_domain or domain}"

@@ -86,10 +86,14 @@ def _fold(tokens: Sequence[str], width: int = 72) -> str:
     return "\r\n ".join(lines)
 
 
-def encode_address(name: str | None, address: str) -> str:
-    """A mailbox `Display Name <addr>`, the name quoted or RFC 2047-encoded as needed."""
+def encode_address(name: str | None, address: str, *, utf8: bool = False) -> str:
+    """A mailbox `Display Name <addr>`, the name quoted or RFC 2047-encoded as needed.
+
+    `utf8`: the message goes out with SMTPUTF8, so a non-ASCII address may stand in the header
+    as UTF-8 (RFC 6532 §3.2); the transport refuses such a message to a server without it.
+    """
     check_header_value("address", address)
-    if not address.isascii():
+    if not address.isascii() and not utf8:
         # Would need SMTPUTF8 end to end (RFC 6531); refused rather than sent mangled.
         raise HeaderInjectionError(f"the address {address!r} is not ASCII")
     if name:

@@ -34,6 +34,7 @@ from jinja2 import (
 )
 
 from mailer.config import Settings
+from mailer.core.addresses import wire_address
 from mailer.core.dkim import SigningKey, sign_message
 from mailer.core.headers import check_header_value, encode_address, encode_header, encode_phrase
 from mailer.core.htmlmail import html_to_text, image_problems, inline_template_css, protect_jinja
@@ -187,7 +188,7 @@ class MessageFactory:
         self._env = env
         self._settings = settings
         self._campaign = campaign
-        self._token = unsubscribe_token  # (contact_id, list_name) -> str
+        self._token = unsubscribe_token  # (contact_id, list_name, basis, email) -> str
         self._dkim = dkim  # loaded once per campaign by the caller; None without [dkim]
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
@@ -243,7 +244,9 @@ class MessageFactory:
         self, recipient: Recipient, *, basis: str, now: datetime, delivery_ref: str = ""
     ) -> RenderedMessage:
         settings, sender = self._settings, self._settings.sender
-        token = self._token(recipient.contact_id, self._campaign.list_name)
+        # The basis goes into the link: unsubscribing from a customer-basis mail is an
+        # objection to that basis, from a role-address mail an end to all mail (issue 14).
+        token = self._token(recipient.contact_id, self._campaign.list_name, basis, recipient.email)
         unsubscribe_url = f"{settings.web.base_url}/unsubscribe/{token}"
         mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + quote(f"unsubscribe {token}")
         parts = self.parts_for(recipient.locale)
@@ -281,10 +284,11 @@ class MessageFactory:
         ref = delivery_ref or secrets.token_hex(6)
         message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
         boundary = "=_" + secrets.token_hex(16)
+        to = wire_address(recipient.email)  # IDN domain as A-label (RFC 5891)
         headers = "\r\n".join(
             [
                 self._static_headers,
-                "To: " + encode_address(recipient.display_name, recipient.email),
+                "To: " + encode_address(recipient.display_name, to, utf8=not to.isascii()),
                 f"Date: {format_datetime(now)}",
                 f"Message-ID: {message_id}",
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
@@ -293,7 +297,8 @@ class MessageFactory:
         )
         data = b"".join(
             [
-                headers.encode("ascii"),
+                # ASCII, except a non-ASCII local part in To (RFC 6532: sent only with SMTPUTF8).
+                headers.encode("utf-8"),
                 b"\r\n\r\n",
                 _part(boundary, "text/plain", _qp(text)),
                 _part(boundary, "text/html", _qp(html)),

@@ -2,6 +2,12 @@
 
 Each purpose has its own salt, so an unsubscribe token can never be used as a confirm token.
 `keys` are oldest first; the last one signs, all of them verify (key rotation).
+
+The contact in a token is opaque (issue 14, row 5): its id goes through a keyed permutation
+(a 4-round Feistel network on 64 bits with HMAC-SHA256 rounds), so a token shows neither how
+many contacts there are nor how fast they grow, and a short tag binds it to the address it was
+made for, so that an id given again to someone else after an erasure does not act on them.
+Tokens made before (a plain id first) keep working.
 """
 
 from __future__ import annotations
@@ -9,30 +15,48 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from mailer.errors import ExpiredToken, ForgedToken
 
 __all__ = [
+    "OBJECTION_BASES",
     "ConfirmClaim",
     "TokenSigner",
     "UnsubscribeClaim",
     "address_hash",
     "address_hashes",
+    "key_fingerprint",
+    "message_ref",
 ]
 
 UNSUBSCRIBE_SALT = "mailer.unsubscribe.v1"
 CONFIRM_SALT = "mailer.confirm.v1"
 _HASH_CONTEXT = b"mailer.suppression.v1:"
+_FINGERPRINT_CONTEXT = b"mailer.key-fingerprint.v1"
+_ID_CONTEXT = b"mailer.opaque-id.v1:"
+_BIND_CONTEXT = b"mailer.token-address.v1:"
+_REF_CONTEXT = b"mailer.message-ref.v1:"
+
+# The bases whose unsubscribe means more than "not this list" (issue 14, row 4): carried in
+# the token of a mail sent on them. A consent-basis token is the same as before.
+OBJECTION_BASES = frozenset({"existing_customer", "role_address"})
 
 
 @dataclass(frozen=True, slots=True)
 class UnsubscribeClaim:
     contact_id: int
     list_name: str
+    # The basis of the mail the link came in, when it was not consent (OBJECTION_BASES):
+    # existing_customer = an objection to the customer basis (Tw 11.7(2), ePrivacy 13(2));
+    # role_address = no more mail to the address on any list.
+    basis: str | None = None
+    # Checks the address the token was made for (TokenSigner.made_for); None: an old token.
+    binding: _Binding | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,53 +64,175 @@ class ConfirmClaim:
     contact_id: int
     list_names: tuple[str, ...]
     signed_at: datetime
+    binding: _Binding | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _Binding:
+    key: str
+    contact_id: int
+    tag: str
+
+    def matches(self, email: str) -> bool:
+        return hmac.compare_digest(self.tag, _tag(self.key, self.contact_id, email))
+
+
+def _round(key: str, number: int, half: int) -> int:
+    digest = hmac.new(
+        key.encode("utf-8"), _ID_CONTEXT + bytes([number]) + half.to_bytes(4, "big"),
+        hashlib.sha256,
+    ).digest()  # fmt: skip
+    return int.from_bytes(digest[:4], "big")
+
+
+def _opaque(key: str, contact_id: int) -> str:
+    left, right = contact_id >> 32, contact_id & 0xFFFFFFFF
+    for number in range(4):
+        left, right = right, left ^ _round(key, number, right)
+    return f"{(left << 32) | right:016x}"
+
+
+def _clear(key: str, opaque: str) -> int:
+    value = int(opaque, 16)
+    left, right = value >> 32, value & 0xFFFFFFFF
+    for number in reversed(range(4)):
+        left, right = right ^ _round(key, number, left), left
+    return (left << 32) | right
+
+
+def _tag(key: str, contact_id: int, email: str) -> str:
+    message = _BIND_CONTEXT + f"{contact_id}:{email.strip().lower()}".encode()
+    return hmac.new(key.encode("utf-8"), message, hashlib.sha256).hexdigest()[:12]
+
+
+def _is_opaque(value: object) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 16 and all(c in "0123456789abcdef" for c in value)
+    )
 
 
 class TokenSigner:
     def __init__(self, keys: Sequence[str]) -> None:
         if not keys:
             raise ValueError("at least one secret key is needed")
-        self._unsubscribe = URLSafeSerializer(list(keys), salt=UNSUBSCRIBE_SALT)
-        self._confirm = URLSafeTimedSerializer(list(keys), salt=CONFIRM_SALT)
+        self._keys = list(keys)
+        self._unsubscribe = URLSafeSerializer(self._keys, salt=UNSUBSCRIBE_SALT)
+        self._confirm = URLSafeTimedSerializer(self._keys, salt=CONFIRM_SALT)
+        # One serializer per key, newest first: the key that verifies also decodes the id.
+        self._unsubscribe_each = [
+            (k, URLSafeSerializer(k, salt=UNSUBSCRIBE_SALT)) for k in reversed(self._keys)
+        ]
 
-    def unsubscribe_token(self, contact_id: int, list_name: str) -> str:
+    def _contact(self, contact_id: int, email: str | None) -> list[object]:
+        key = self._keys[-1]
+        return [_opaque(key, contact_id), _tag(key, contact_id, email) if email else ""]
+
+    def unsubscribe_token(
+        self, contact_id: int, list_name: str, basis: str | None = None, email: str | None = None
+    ) -> str:
         # No expiry: RFC 8058 links in old mail must keep working.
-        return str(self._unsubscribe.dumps([contact_id, list_name]))
+        payload: list[object] = [*self._contact(contact_id, email), list_name]
+        if basis in OBJECTION_BASES:
+            payload.append(basis)
+        return str(self._unsubscribe.dumps(payload))
 
     def read_unsubscribe(self, token: str) -> UnsubscribeClaim:
-        try:
-            contact_id, list_name = self._unsubscribe.loads(token)
-        except (BadSignature, ValueError, TypeError):
-            raise ForgedToken("This unsubscribe link is not valid.") from None
-        if not isinstance(contact_id, int) or not isinstance(list_name, str):
-            raise ForgedToken("This unsubscribe link is not valid.")
-        return UnsubscribeClaim(contact_id, list_name)
+        forged = ForgedToken("This unsubscribe link is not valid.")
+        verified = self._verified_unsubscribe(token)
+        if verified is None:
+            raise forged
+        key, payload = verified
+        if not isinstance(payload, list):
+            raise forged
+        binding = None
+        if payload and _is_opaque(payload[0]):  # [opaque id, tag, list, basis?]
+            if len(payload) not in (3, 4) or not isinstance(payload[1], str):
+                raise forged
+            contact_id = _clear(key, payload[0])
+            binding = _Binding(key, contact_id, payload[1]) if payload[1] else None
+            list_name, *rest = payload[2:]
+        elif len(payload) in (2, 3):  # before issue 14: [id, list, basis?]
+            contact_id, list_name, *rest = payload
+        else:
+            raise forged
+        basis = rest[0] if rest else None
+        if not isinstance(contact_id, int) or isinstance(contact_id, bool):
+            raise forged
+        if not isinstance(list_name, str) or (basis is not None and basis not in OBJECTION_BASES):
+            raise forged
+        return UnsubscribeClaim(contact_id, list_name, basis, binding)
+
+    def _verified_unsubscribe(self, token: str) -> tuple[str, Any] | None:
+        """The key that signed `token` and its payload, or None if no key did."""
+        for key, serializer in self._unsubscribe_each:
+            try:
+                return key, serializer.loads(token)
+            except (BadSignature, ValueError, TypeError):
+                continue
+        return None
 
     def confirm_token(
-        self, contact_id: int, list_names: Sequence[str], *, now: datetime | None = None
+        self,
+        contact_id: int,
+        list_names: Sequence[str],
+        *,
+        now: datetime | None = None,
+        email: str | None = None,
     ) -> str:
         # `now` signs at the caller's clock, so the age read_confirm(now=...) sees is consistent.
         serializer = self._confirm if now is None else _AtTime(self._confirm, now)
-        return str(serializer.dumps([contact_id, list(list_names)]))
+        return str(serializer.dumps([*self._contact(contact_id, email), list(list_names)]))
 
     def read_confirm(
-        self, token: str, *, max_age_seconds: float, now: datetime | None = None
+        self, token: str, *, max_age_seconds: float | None, now: datetime | None = None
     ) -> ConfirmClaim:
-        serializer = self._confirm
-        if now is not None:
-            # itsdangerous reads the clock through get_timestamp(); tests move time with `now`.
-            serializer = _AtTime(serializer, now)
-        try:
-            (contact_id, list_names), signed = serializer.loads(
-                token, max_age=int(max_age_seconds), return_timestamp=True
-            )
-        except SignatureExpired as exc:
+        """The claim of a confirm token; `max_age_seconds` None reads an expired one too (a
+        new mail may be asked for with it: its signature still proves where it came from)."""
+        expired: SignatureExpired | None = None
+        for key in reversed(self._keys):
+            serializer = URLSafeTimedSerializer(key, salt=CONFIRM_SALT)
+            if now is not None:
+                # itsdangerous reads the clock through get_timestamp(); tests move time.
+                serializer = _AtTime(serializer, now)
+            try:
+                payload, signed = serializer.loads(
+                    token,
+                    max_age=None if max_age_seconds is None else int(max_age_seconds),
+                    return_timestamp=True,
+                )
+            except SignatureExpired as exc:
+                expired = exc
+                continue
+            except (BadSignature, ValueError, TypeError):
+                continue
+            return _confirm_claim(key, payload, signed)
+        if expired is not None:
             raise ExpiredToken(
-                "This confirmation link has expired.", signed_at=exc.date_signed
+                "This confirmation link has expired.", signed_at=expired.date_signed
             ) from None
-        except (BadSignature, ValueError, TypeError):
-            raise ForgedToken("This confirmation link is not valid.") from None
-        return ConfirmClaim(int(contact_id), tuple(list_names), signed)
+        raise ForgedToken("This confirmation link is not valid.")
+
+    @staticmethod
+    def made_for(claim: UnsubscribeClaim | ConfirmClaim, email: str) -> bool:
+        """False if the token was made for another address than `email` (the id was given to
+        someone else after an erasure); True for a match and for tokens without a tag."""
+        return claim.binding is None or claim.binding.matches(email)
+
+
+def _confirm_claim(key: str, payload: Any, signed: datetime) -> ConfirmClaim:
+    forged = ForgedToken("This confirmation link is not valid.")
+    try:
+        if isinstance(payload, list) and len(payload) == 3 and _is_opaque(payload[0]):
+            opaque, tag, names = payload
+            contact_id = _clear(key, opaque)
+            binding = _Binding(key, contact_id, tag) if isinstance(tag, str) and tag else None
+        else:  # before issue 14: [id, lists]
+            contact_id, names = payload
+            contact_id, binding = int(contact_id), None
+        list_names = tuple(str(n) for n in names)
+    except (ValueError, TypeError):
+        raise forged from None
+    return ConfirmClaim(contact_id, list_names, signed, binding)
 
 
 class _AtTime(URLSafeTimedSerializer):
@@ -109,3 +255,16 @@ def address_hash(email: str, key: str) -> str:
 def address_hashes(email: str, keys: Sequence[str]) -> list[str]:
     """The hash under every key, newest first (suppressions made before a rotation still hold)."""
     return [address_hash(email, key) for key in reversed(keys)]
+
+
+def key_fingerprint(key: str) -> str:
+    """16 hex digits that name a key without revealing it (stored, printed in messages)."""
+    return hmac.new(key.encode("utf-8"), _FINGERPRINT_CONTEXT, hashlib.sha256).hexdigest()[:16]
+
+
+def message_ref(key: str, ref: str) -> str:
+    """An opaque, keyed stand-in for a delivery reference in a Message-ID (issue 14, row 5):
+    unique per reference, but it shows no campaign or delivery number."""
+    return hmac.new(key.encode("utf-8"), _REF_CONTEXT + ref.encode(), hashlib.sha256).hexdigest()[
+        :16
+    ]

@@ -156,7 +156,7 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
 
 def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime) -> str:
     """Write what a classified message means; returns the count it belongs to."""
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     if found.kind is Kind.UNSUBSCRIBE:
         return _unsubscribe(engine, settings, found.token or "", now)
     if found.kind is Kind.IGNORED:
@@ -192,13 +192,18 @@ def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) 
     evidence = store.Evidence(f"mailto:{settings.sender.unsubscribe_mailto}", None, None, now)
     with engine.begin() as conn:
         contact = store.contact_by_id(conn, claim.contact_id)
-        if contact is None:
+        if contact is None or not TokenSigner.made_for(claim, contact.email):
             return "ignored"  # erased: a hashed suppression already covers every list
         store.add_events(
             conn, contact.id, {claim.list_name: "unsubscribed by e-mail"},
             ConsentEvent.WITHDRAWN, evidence,
         )  # fmt: skip
-        store.suppress(conn, settings.require_secret_keys(), contact, [claim.list_name], now)
+        # Issue 14 row 4: from a role-address mail every list ends, from a customer-basis
+        # mail the customer basis ends too (an objection), exactly as on the web page.
+        scope = None if claim.basis == "role_address" else claim.list_name
+        store.suppress(conn, settings.require_hash_keys(), contact, [scope], now)
+        if claim.basis == "existing_customer":
+            store.object_to_customer_basis(conn, contact.id, now)
     return "unsubscribe"
 
 

@@ -63,8 +63,11 @@ def _free_port(host: str) -> int:
 class SmtpSink:
     """`with SmtpSink() as sink:` serves SMTP on 127.0.0.1:`sink.port` until the block ends."""
 
-    def __init__(self, host: str = "127.0.0.1", reply: ReplyHook | None = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", reply: ReplyHook | None = None, *, smtputf8: bool = False
+    ) -> None:
         self.host = host
+        self.smtputf8 = smtputf8  # offer SMTPUTF8 (RFC 6531), as most providers do
         self.port = 0
         self.reply = reply
         self.messages: list[CapturedMessage] = []
@@ -76,7 +79,7 @@ class SmtpSink:
             self.port = _free_port(self.host)
             controller = Controller(
                 _Handler(self), hostname=self.host, port=self.port, decode_data=False,
-                data_size_limit=10 * 1024 * 1024,
+                data_size_limit=10 * 1024 * 1024, enable_SMTPUTF8=self.smtputf8,
             )  # fmt: skip
             try:
                 controller.start()

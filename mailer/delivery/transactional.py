@@ -9,12 +9,14 @@ from collections.abc import Callable
 from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.policy import SMTP
+from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from typing import Literal
 
 from mailer.config import Settings
+from mailer.core.addresses import wire_address
 from mailer.core.headers import check_header_value
+from mailer.core.text import without_addresses
 from mailer.delivery.sending import Connection
 from mailer.delivery.transport import Outcome, SmtpConnection, classify
 
@@ -34,7 +36,8 @@ def transactional_message(
 ) -> bytes:
     """A plain-text message from the configured sender to `to`."""
     sender = settings.sender
-    message = EmailMessage(policy=SMTP)
+    to = wire_address(to)  # IDN domain as A-label; a non-ASCII local part needs SMTPUTF8
+    message = EmailMessage(policy=SMTP if to.isascii() else SMTPUTF8)
     message["From"] = Address(
         check_header_value("From", sender.from_name), addr_spec=sender.from_address
     )
@@ -66,8 +69,12 @@ async def deliver_one(
         await connection.close()
     if classify(reply) is not Outcome.SENT:
         # The address is personal data: log the domain only.
+        # The reply quotes the address too ("550 5.1.1 <jan@...>"): only its domain is logged.
         log.warning(
-            "%s to a recipient at %s not accepted: %s", what, recipient.rsplit("@", 1)[-1], reply
+            "%s to a recipient at %s not accepted: %s",
+            what,
+            recipient.rsplit("@", 1)[-1],
+            without_addresses(str(reply)),
         )
         return False
     return True

@@ -12,6 +12,7 @@ from enum import StrEnum
 import aiosmtplib
 
 from mailer.config import SmtpSettings
+from mailer.core.addresses import wire_address
 
 __all__ = ["Outcome", "Reply", "SmtpConnection", "classify"]
 
@@ -58,6 +59,13 @@ def classify(reply: Reply) -> Outcome:
 
 # Code 0 marks a reply we made up for a connection problem (no server reply exists).
 CONNECTION_LOST = 0
+# Made up too: the server cannot take an address with a non-ASCII local part. RFC 3463 5.6.7
+# "non-ASCII addresses not permitted": a permanent failure, not a bounce of the address.
+NO_SMTPUTF8 = 553
+_NO_SMTPUTF8_REASON = (
+    "5.6.7 not sent: the address has a non-ASCII part before the @, and the SMTP server does "
+    "not offer SMTPUTF8 (RFC 6531), which such an address needs"
+)
 
 
 async def _one_recipient_transaction(
@@ -121,12 +129,18 @@ class SmtpConnection:
             return False
 
     async def send(self, sender: str, recipient: str, message: bytes) -> Reply:
+        sender, recipient = wire_address(sender), wire_address(recipient)
         try:
             smtp = await self._connected()
             if sender.isascii() and recipient.isascii():
                 return await _one_recipient_transaction(smtp, sender, recipient, message)
-            # Internationalised addresses need SMTPUTF8, which sendmail negotiates.
-            _refused, response = await smtp.sendmail(sender, [recipient], message)
+            # A non-ASCII local part needs SMTPUTF8 (RFC 6531) end to end; without it the
+            # delivery fails with this reason instead of a crash (issue 14, row 8).
+            if not smtp.supports_extension("smtputf8"):
+                return Reply(NO_SMTPUTF8, _NO_SMTPUTF8_REASON)
+            _refused, response = await smtp.sendmail(
+                sender, [recipient], message, mail_options=["SMTPUTF8"]
+            )
             return Reply(250, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]

@@ -25,7 +25,7 @@ from mailer.config import Settings
 from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import Throttle, backoff_delay
-from mailer.core.tokens import TokenSigner, address_hashes
+from mailer.core.tokens import TokenSigner, address_hashes, message_ref
 from mailer.delivery.dkimkeys import load_signing_key
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
@@ -87,6 +87,7 @@ class _Sender:
         self.on_progress = on_progress
         self.keys = settings.require_secret_keys()
         self.signer = TokenSigner(self.keys)
+        self.hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self.env = make_environment(settings)
         self.dkim = load_signing_key(settings)  # read and checked once, before the first message
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
@@ -144,7 +145,7 @@ class _Sender:
             status = DeliveryStatus.FAILED
         bounce_hash = None
         if outcome is Outcome.HARD_BOUNCE:
-            bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
+            bounce_hash = address_hashes(job.recipient.email, self.hash_keys)[0]
         self.breaker.record(outcome is Outcome.RETRY, _monotonic())
         await self.in_lane(
             lane.record,
@@ -178,7 +179,7 @@ class _Sender:
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
-        hashes = address_hashes(job.recipient.email, self.keys)
+        hashes = address_hashes(job.recipient.email, self.hash_keys)
         attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)
@@ -190,7 +191,8 @@ class _Sender:
                 job.recipient,
                 basis=job.basis,
                 now=self.clock(),
-                delivery_ref=f"{job.campaign_id}.{job.delivery_id}",
+                # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
+                delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
             )
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL

@@ -66,7 +66,7 @@ def _plain(row: Mapping[Any, Any], skip: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def _suppressions(conn: Connection, settings: Settings, email: str) -> list[dict[str, Any]]:
-    hashes = address_hashes(email, settings.require_secret_keys())
+    hashes = address_hashes(email, settings.require_hash_keys())
     rows = conn.execute(
         select(_suppression.c.reason, _suppression.c.scope, _suppression.c.at)
         .where(_suppression.c.address_hash.in_(hashes))
@@ -191,7 +191,7 @@ def erase_person(engine: Engine, settings: Settings, email: str, *, now: datetim
     """Remove the person from every table; keep only a keyed hash on the suppression list, so
     no import can make the address mailable again (only their own new double opt-in)."""
     address = _address(email)
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
 
     def work(conn: Connection) -> Erased:
         contact = _contact_row(conn, settings, address)

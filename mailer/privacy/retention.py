@@ -223,7 +223,7 @@ def purge(engine: Engine, settings: Settings, *, now: datetime, dry_run: bool) -
 
     The plain function the scheduler runs daily; `mailer privacy purge` prints its report.
     """
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     signup_days = max(UNCONFIRMED_SIGNUP_DAYS, math.ceil(settings.web.confirm_ttl_hours / 24))
     cut = _Cutoffs(
         ended=now - timedelta(days=settings.policy.retention_days),

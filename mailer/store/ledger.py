@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     exists,
     func,
     or_,
@@ -33,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from mailer.config import Settings
-from mailer.core.policy import SkipReason
+from mailer.core.policy import Basis, SkipReason
 from mailer.core.render import Recipient
 from mailer.store.models import (
     Campaign,
@@ -44,6 +45,7 @@ from mailer.store.models import (
     Contact,
     Delivery,
     DeliveryStatus,
+    Purchase,
     Suppression,
     SuppressionReason,
 )
@@ -57,6 +59,7 @@ _contact = Contact.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
 
 _HELD = (DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
 _PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, *_HELD)
@@ -116,6 +119,16 @@ class Ledger:
             or_(_suppression.c.scope.is_(None), _suppression.c.scope == bindparam("list_name")),
             or_(self_confirmed.is_(None), _suppression.c.at >= self_confirmed),
         )
+        # An objection to the customer basis made while the run goes on (the unsubscribe link
+        # of another customer-basis mail, issue 14 row 4) stops this mail too, like an
+        # unsubscribe does (rule 3).
+        objected = and_(
+            d.basis == Basis.EXISTING_CUSTOMER,
+            exists().where(
+                _purchase.c.contact_id == d.contact_id, _purchase.c.objected_at.is_not(None)
+            ),
+        )
+        blocked = or_(suppressed, objected)
         # Only a row this worker still holds: after a lease was lost, another worker owns it.
         mine = and_(
             d.id == bindparam("delivery_id"),
@@ -129,17 +142,17 @@ class Ledger:
         dialect = self._conn.dialect
         self.start_sql = Prepared(
             update(_delivery)
-            .where(mine, ~suppressed)
+            .where(mine, ~blocked)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
             .returning(d.attempts),
             dialect,
         )
         self.suppress = (
             update(_delivery)
-            .where(mine, suppressed)
+            .where(mine, blocked)
             .values(
                 status=DeliveryStatus.SUPPRESSED,
-                skip_reason=SkipReason.SUPPRESSED,
+                skip_reason=case((suppressed, SkipReason.SUPPRESSED), else_=SkipReason.OBJECTED),
                 lease_owner=None,
                 lease_until=None,
             )
@@ -165,7 +178,7 @@ class Ledger:
         return cls(
             engine,
             owner=owner_name(),
-            key_count=len(settings.require_secret_keys()),
+            key_count=len(settings.require_hash_keys()),
             lease_seconds=settings.worker.lease_seconds,
             clock=clock,
         )

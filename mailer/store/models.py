@@ -34,6 +34,7 @@ __all__ = [
     "SendRate",
     "SignupAttempt",
     "Suppression",
+    "SuppressionKey",
     "SuppressionReason",
 ]
 
@@ -133,6 +134,19 @@ class Suppression(SQLModel, table=True):
     # None: all lists; otherwise the one list it applies to.
     scope: str | None = Field(default=None, max_length=64)
     at: datetime = Field(sa_column=_utc_column(nullable=False))
+
+
+class SuppressionKey(SQLModel, table=True):
+    """A key that has hashed suppressions, by its fingerprint (never the key itself).
+
+    While suppressions exist, every command refuses to run without each of these keys: a
+    suppression whose key is gone no longer matches, and the person would be mailed again.
+    """
+
+    __tablename__ = "suppression_key"
+
+    fingerprint: str = Field(primary_key=True, max_length=16)
+    first_used_at: datetime = Field(sa_column=_utc_column(nullable=False))
 
 
 class Campaign(SQLModel, table=True):

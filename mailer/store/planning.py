@@ -83,7 +83,7 @@ def iter_decisions(
     """(contact id, decision) for every contact, in id order, streaming."""
     rules = rules_from(settings)
     facts = CampaignFacts(list_name=campaign.list_name, category=campaign.category)
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     last_id = 0
     while True:
         rows = conn.execute(

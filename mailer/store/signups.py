@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select
+from sqlalchemy import Connection, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.core.tokens import address_hashes
@@ -23,6 +23,7 @@ from mailer.store.models import (
     ConsentEvent,
     ConsentOrigin,
     Contact,
+    Purchase,
     SignupAttempt,
     Suppression,
     SuppressionReason,
@@ -38,8 +39,10 @@ __all__ = [
     "ensure_contact",
     "last_confirmed_at",
     "latest_events",
+    "object_to_customer_basis",
     "prune_attempts",
     "record_attempt",
+    "serialise_on",
     "suppress",
 ]
 
@@ -47,6 +50,7 @@ _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _attempt = SignupAttempt.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +144,18 @@ def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
     return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
 
 
+def serialise_on(conn: Connection, key_hash: str) -> None:
+    """Hold a lock on `key_hash` (hex) until the transaction ends, so that counting attempts and
+    recording one is atomic per key: 30 parallel signups for one address send 3 mails, not 6.
+
+    PostgreSQL: a transaction-level advisory lock on the first 60 bits of the hash. SQLite:
+    nothing to do, the transaction's first write (prune_attempts) already holds the database's
+    single write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": int(key_hash[:15], 16)})
+
+
 def record_attempt(conn: Connection, kind: str, key_hash: str, at: datetime) -> None:
     conn.execute(_attempt.insert().values(kind=kind, key_hash=key_hash, at=at))
 
@@ -207,3 +223,19 @@ def suppress(
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
             added += 1
     return added
+
+
+def object_to_customer_basis(conn: Connection, contact_id: int, at: datetime) -> int:
+    """Record the person's objection to being mailed as an existing customer; returns how many
+    purchases it newly marks.
+
+    Tw 11.7(2) / ePrivacy 13(2): every message on the soft opt-in must offer to object "to such
+    use" of the address; the objection ends the basis for every campaign, not only this list
+    (policy.decide skips the person as `objected`). An earlier objection keeps its time.
+    """
+    result = conn.execute(
+        _purchase.update()
+        .where(_purchase.c.contact_id == contact_id, _purchase.c.objected_at.is_(None))
+        .values(objected_at=at)
+    )
+    return int(result.rowcount or 0)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, or_, select
+from sqlalchemy import Connection, bindparam, inspect, or_, select
 
-from mailer.core.tokens import address_hashes
-from mailer.store.models import Suppression, SuppressionReason
+from mailer.core.tokens import address_hashes, key_fingerprint
+from mailer.errors import ConfigError
+from mailer.store.models import Suppression, SuppressionKey, SuppressionReason
 
-__all__ = ["add_suppression", "is_suppressed"]
+__all__ = ["add_suppression", "check_hash_keys", "is_suppressed"]
 
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+_key = SuppressionKey.__table__  # type: ignore[attr-defined]
 
 
 def add_suppression(
@@ -42,3 +44,40 @@ def is_suppressed(conn: Connection, keys: Sequence[str], email: str, list_name: 
         .limit(1)
     )
     return conn.execute(query, {"hashes": address_hashes(email, keys)}).first() is not None
+
+
+def check_hash_keys(conn: Connection, keys: Sequence[str], now: datetime) -> None:
+    """Refuse (ConfigError, exit 2) when a key that hashed stored suppressions is missing.
+
+    `keys` is `Settings.require_hash_keys()`: the last one hashes new suppressions and is
+    registered here, so the next run knows it is needed. While no suppression exists, nothing
+    is needed and the register starts afresh (a new set-up may still change its key freely).
+    A database from before the register (suppressions, no fingerprints) registers every key
+    supplied now: any of them may have made those hashes.
+    """
+    if not inspect(conn).has_table(_key.name):
+        return  # `mailer init` not yet run after the upgrade; it creates the register
+    supplied = {key_fingerprint(key): key for key in keys}
+    has_suppressions = conn.execute(select(_suppression.c.id).limit(1)).first() is not None
+    registered = set(conn.execute(select(_key.c.fingerprint)).scalars())
+    current = key_fingerprint(keys[-1])
+    if not has_suppressions:
+        if registered and registered != {current}:
+            conn.execute(_key.delete())
+            registered = set()
+    elif not registered:
+        for fingerprint in supplied:
+            conn.execute(_key.insert().values(fingerprint=fingerprint, first_used_at=now))
+        registered = set(supplied)
+    missing = sorted(registered - set(supplied))
+    if missing:
+        raise ConfigError(
+            f"the suppressions in the database were hashed with the key(s) with fingerprint "
+            f"{', '.join(missing)}, which neither MAILER_SECRET_KEY nor MAILER_HASH_KEY holds. "
+            "Without it they no longer match and suppressed people would be mailed again. "
+            "Put that key in MAILER_HASH_KEY (it only hashes, never signs a link; see "
+            'docs/security.md, "Rotating the secret key").',
+            file="MAILER_HASH_KEY",
+        )
+    if current not in registered:  # the steady state writes nothing: no lock is taken
+        conn.execute(_key.insert().values(fingerprint=current, first_used_at=now))

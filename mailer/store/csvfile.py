@@ -9,7 +9,6 @@ import codecs
 import csv
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, tzinfo
@@ -17,10 +16,11 @@ from itertools import chain
 from typing import IO
 
 from mailer.core.addresses import normalise_address
+from mailer.core.text import control_characters
 from mailer.errors import InputError
 from mailer.store.formats import GENERIC, Header, ImportFormat, detect_delimiter, resolve_header
 
-__all__ = ["SPECIAL_CATEGORY_COLUMNS", "CsvRow", "as_utc", "control_character", "read_rows"]
+__all__ = ["SPECIAL_CATEGORY_COLUMNS", "CsvRow", "as_utc", "read_rows"]
 
 # AVG art. 9 categories (and their usual Dutch names): refused with a message of their own, so
 # the person exporting the file learns why, instead of just renaming the column.
@@ -43,22 +43,6 @@ _LINE_BREAK = re.compile(r"[\r\n]")
 _SPACED_OFFSET = "%Y-%m-%d %H:%M:%S %z"
 # Bidirectional overrides and isolates (Unicode TR 9) make evidence read differently on screen
 # than it is stored ("Trojan Source", CVE-2021-42574); they are refused like control characters.
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def control_character(value: str, *, allow: str = "") -> str | None:
-    """The first control character of `value` (C0, DEL, C1 or a bidi control), or None.
-
-    Kept here, in the import path, until the shared validator of mailer/core (issue 14) lands.
-    """
-    for char in value:
-        if char in allow:
-            continue
-        if unicodedata.category(char) == "Cc" or char in _BIDI_CONTROLS:
-            return char
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class CsvRow:
     """One data row: its non-empty values by column, and where it is, for error messages."""
@@ -88,12 +72,14 @@ class CsvRow:
         # These values end up in mail headers and templates; a line break there is an injection.
         if not multiline and _LINE_BREAK.search(value):
             raise self.error(column, "contains a line break; a value must be on one line.")
-        bad = control_character(value, allow="\r\n\t" if multiline else "")
-        if bad is not None:
+        allowed = {"U+000D", "U+000A", "U+0009"} if multiline else set()
+        bad = [name for name in control_characters(value) if name not in allowed]
+        if bad:
+            position = value.index(chr(int(bad[0][2:], 16))) + 1
             raise self.error(
                 column,
-                f"contains the control character U+{ord(bad):04X} at position "
-                f"{value.index(bad) + 1}; evidence must read as it was given, remove it.",
+                f"contains the control character {bad[0]} at position {position}; "
+                "evidence must read as it was given, remove it.",
             )
         limit = self.limits.get(column)
         if limit is not None and len(value) > limit:

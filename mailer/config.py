@@ -166,6 +166,9 @@ class PolicySettings(_Section):
 class SchedulerSettings(_Section):
     timezone: str = "Europe/Amsterdam"  # cron expressions are in this local time
     misfire_grace_seconds: float = Field(default=3600.0, ge=0)
+    # How often `mailer serve` reads the job store again: a schedule added, changed or removed
+    # from another process takes effect within this time.
+    poll_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("timezone")
     @classmethod

@@ -132,9 +132,14 @@ def add_schedule(
     trigger = parse_trigger(cron, at, settings.scheduler.timezone)
     now = datetime.now(ZoneInfo(settings.scheduler.timezone))
     next_run = trigger.get_next_fire_time(None, now)
-    if at is not None and next_run is not None and next_run <= now:
-        # It would be "missed" at once: skipped, or sent now, neither of which was asked for.
-        raise InputError(f'--at "{at}" is in the past (it is now {now:%Y-%m-%d %H:%M:%S %Z})')
+    grace = settings.scheduler.misfire_grace_seconds
+    if at is not None and next_run is not None and next_run < now - timedelta(seconds=grace):
+        # A time just past runs at once, as a missed run would; one past the grace would only
+        # ever be skipped.
+        raise InputError(
+            f'--at "{at}" is more than scheduler.misfire_grace_seconds ({grace:.0f} s) in the '
+            f"past (it is now {now:%Y-%m-%d %H:%M:%S %Z}): it would never run"
+        )
     with _job_store(settings) as (store, scheduler):
         job = Job(
             scheduler,
@@ -231,7 +236,7 @@ def remove_schedule(engine: Engine, settings: Settings, name: str) -> None:
 
 async def run_scheduled_campaign(name: str) -> None:
     """The job: send campaign NAME with the serving process's settings."""
-    from mailer.delivery.sending import run_campaign
+    from mailer.delivery.sending import CampaignStopped, run_campaign
     from mailer.store.runlock import CampaignBusy
 
     settings: Settings = _service["settings"]
@@ -248,6 +253,9 @@ async def run_scheduled_campaign(name: str) -> None:
     except CampaignBusy as busy:
         record_outcome(engine, name, RunOutcome.BUSY, at=started, detail=str(busy))
         log.warning("%s", busy)
+    except CampaignStopped as stopped:
+        record_outcome(engine, name, RunOutcome.STOPPED, at=datetime.now(UTC), detail=str(stopped))
+        log.warning("%s", stopped)
     except Exception as failed:
         record_outcome(engine, name, RunOutcome.FAILED, at=datetime.now(UTC), detail=str(failed))
         raise

@@ -171,10 +171,14 @@ def test_a_run_missed_within_the_grace_runs_once_when_serve_starts(
     assert len(sink.messages) == 3
 
 
-def test_an_at_time_in_the_past_is_refused(tmp_path: Path, sink: SmtpSink) -> None:
+def test_an_at_time_further_in_the_past_than_the_grace_is_refused(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
     config = write_project(tmp_path, sink, rate=0, recipients=1)
     past = (datetime.now(ZONE) - timedelta(minutes=5)).isoformat()
     refused = mailer(config, "schedule", "add", "weekly", "--at", past)
     assert refused.returncode == 2
-    assert f'--at "{past}" is in the past' in refused.stderr
+    assert f'--at "{past}" is more than scheduler.misfire_grace_seconds (60 s) in the past' in (
+        refused.stderr
+    )
     assert "No schedules." in mailer(config, "schedule", "list").stdout

@@ -21,6 +21,7 @@ class RunOutcome(StrEnum):
     # Due while nothing ran it, and found later than scheduler.misfire_grace_seconds: skipped.
     MISSED = "missed"
     BUSY = "busy"  # another run held the campaign
+    STOPPED = "stopped"  # the campaign is (or was, during the run) paused or cancelled
     FAILED = "failed"
 
 

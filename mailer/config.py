@@ -61,6 +61,9 @@ class SenderSettings(_Section):
     postal_address: str = Field(min_length=1)
     # The mailto: target of List-Unsubscribe; defaults to unsubscribe@<domain of from_address>.
     unsubscribe_address: str | None = None
+    # `mailer campaign test` sends only to these (your own inboxes): a test send needs no
+    # consent, so it must never become a way to mail anyone else.
+    test_addresses: tuple[str, ...] = ()
 
     _check = field_validator(
         "organization",
@@ -70,6 +73,11 @@ class SenderSettings(_Section):
         "postal_address",
         "unsubscribe_address",
     )(lambda v: v if v is None else _no_line_breaks(v))
+
+    @field_validator("test_addresses")
+    @classmethod
+    def _lowercase_test_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(a.strip().lower() for a in value)
 
     @field_validator("from_address")
     @classmethod

@@ -21,6 +21,7 @@ __all__ = [
     "SendProgress",
     "csv_rows",
     "error",
+    "grid",
     "json_document",
     "line",
     "plan_table",
@@ -61,6 +62,26 @@ def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:
     for kind, label, count in rows:
         table.add_row(kind, label, str(count))
     return table
+
+
+def grid(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A table of plain values; columns whose name starts with "#" are numbers (right-aligned).
+
+    Not on a terminal: the title, then tab-separated lines with a header, never wrapped, for
+    grep and cut.
+    """
+    if not _out.is_terminal:
+        write = sys.stdout.write
+        write(f"{title}\n" + "\t".join(c.lstrip("#") for c in columns) + "\n")
+        for row in rows:
+            write("\t".join("" if value is None else str(value) for value in row) + "\n")
+        return
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column.lstrip("#"), justify="right" if column[0] == "#" else "left")
+    for row in rows:
+        table.add_row(*("" if value is None else str(value) for value in row))
+    _out.print(table)
 
 
 def plan_table(plan: PlanSummary, *, title: str) -> None:

@@ -205,6 +205,9 @@ class BounceSettings(_Section):
 class ListSettings(_Section):
     title: str = Field(min_length=1)
     wording: str = Field(min_length=1)
+    # A welcome mail when a signup is confirmed: true = always, false = never, unset = when a
+    # template mail/welcome.<list>.<locale>.txt exists (templates_dir or bundled).
+    welcome: bool | None = None
 
 
 class DkimSettings(_Section):

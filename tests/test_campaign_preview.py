@@ -153,3 +153,27 @@ def test_a_test_send_to_an_unlisted_address_is_refused_with_exit_2_and_sends_not
     assert "anna@example.nl is not in sender.test_addresses" in err
     assert "a test send goes only to the addresses listed there" in err
     assert sink.messages == []
+
+
+def test_preview_after_a_send_says_the_person_is_not_mailed_again_and_a_pause_is_named(
+    project: Path, sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mailer(project, "campaign", "send", "weekly") == 0
+    assert mailer(project, "campaign", "pause", "weekly") == 1  # done: nothing to pause
+    capsys.readouterr()
+    assert mailer(project, "campaign", "preview", "weekly", "--email", "anna@example.nl") == 0
+    out = capsys.readouterr().out
+    assert "This campaign's ledger already has anna@example.nl as sent: a run does not mail" in (
+        out
+    )
+    assert len(sink.messages) == 1
+
+
+def test_preview_of_a_paused_campaign_says_it_is_paused(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert mailer(project, "campaign", "pause", "weekly") == 0
+    capsys.readouterr()
+    assert mailer(project, "campaign", "preview", "weekly", "--email", "anna@example.nl") == 0
+    out = capsys.readouterr().out
+    assert "Campaign weekly is paused: nothing is sent until `mailer campaign resume`." in out

@@ -50,9 +50,20 @@ class Preview:
     decision: Decision | None  # None for the sample recipient
     message: bytes | None  # None when the person would not be mailed
     ledger_status: str | None  # this campaign's ledger row for the person, if any
+    campaign_status: str = ""
+
+    def stopped_line(self, name: str) -> list[str]:
+        if self.campaign_status == "paused":
+            return [f"Campaign {name} is paused: nothing is sent until `mailer campaign resume`."]
+        if self.campaign_status == "cancelled":
+            return [f"Campaign {name} is cancelled: it sends nothing any more."]
+        return []
 
     def lines(self, name: str) -> list[str]:
         """The decision in sentences, for the terminal."""
+        return self._decision_lines(name) + self.stopped_line(name)
+
+    def _decision_lines(self, name: str) -> list[str]:
         who = self.recipient.email
         if self.decision is None:
             return [
@@ -65,7 +76,8 @@ class Preview:
                 f"{self.decision.skip}. No message written."
             ]
         said = [f"{who} would be mailed by campaign {name} on basis {self.decision.basis}."]
-        if self.ledger_status is not None and self.ledger_status != "queued":
+        # A skipped row is decided again by the next run; any other row keeps its state.
+        if self.ledger_status not in (None, "queued", "skipped"):
             said.append(
                 f"This campaign's ledger already has {who} as {self.ledger_status}: a run does "
                 "not mail them again."
@@ -100,7 +112,7 @@ def preview(
     factory = _factory(settings, campaign)
     if email is None:
         message = factory.render(SAMPLE, basis=Basis.CONSENT, now=now, delivery_ref="preview")
-        return Preview(SAMPLE, None, message.data, None)
+        return Preview(SAMPLE, None, message.data, None, campaign.status)
     address = _address(email, "--email")
     with engine.connect() as conn:
         row = conn.execute(
@@ -121,10 +133,10 @@ def preview(
     recipient = Recipient(row.id, row.email, row.first_name, row.last_name, row.locale)
     decision = decisions[0][1]
     if not decision.allowed:
-        return Preview(recipient, decision, None, status)
+        return Preview(recipient, decision, None, status, campaign.status)
     assert decision.basis is not None
     rendered = factory.render(recipient, basis=decision.basis, now=now, delivery_ref="preview")
-    return Preview(recipient, decision, rendered.data, status)
+    return Preview(recipient, decision, rendered.data, status, campaign.status)
 
 
 def html_part(message: bytes) -> str | None:

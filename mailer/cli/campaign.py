@@ -85,8 +85,15 @@ def campaign_send(
             # What is in flight finishes and is recorded; what was claimed is given back.
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            for signal_number in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signal_number, stop.set)
+            signals = (signal.SIGTERM, signal.SIGINT)
+
+            def stop_once() -> None:
+                stop.set()
+                for number in signals:  # a second Ctrl-C interrupts at once, as usual
+                    loop.remove_signal_handler(number)
+
+            for signal_number in signals:
+                loop.add_signal_handler(signal_number, stop_once)
             return await run_campaign(
                 engine,
                 settings,

@@ -17,6 +17,7 @@ for by the caller (SIGTERM or Ctrl-C of `campaign send`), after giving back what
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -170,8 +171,8 @@ async def run_campaign(
             )
             outcomes, in_doubt = summary.outcomes, in_doubt + summary.taken_over.in_doubt
         _refuse_stopped(engine, campaign, during_run=True)
-        if stop.is_set():
-            left = control_state(engine, campaign).unsent
+        left = control_state(engine, campaign).unsent if stop.is_set() else 0
+        if left:  # stopped with work left (a stop after the last message changes nothing)
             raise CampaignStopped(
                 f'Sending of "{campaign.name}" was stopped; what this run had claimed was given '
                 f"back, {left} deliveries stay queued. To continue: `mailer campaign send "
@@ -223,7 +224,8 @@ async def _run_processes(
         if stop.is_set():
             for process in processes:
                 if process.returncode is None:
-                    process.terminate()  # `mailer worker` stops cleanly on SIGTERM
+                    with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                        process.terminate()  # `mailer worker` stops cleanly on SIGTERM
         settled = _settled(engine, campaign, before)
         if on_progress is not None:
             for status, n in (settled - reported).items():

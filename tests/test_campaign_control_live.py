@@ -136,3 +136,34 @@ def test_sigterm_of_campaign_send_gives_back_its_claims_and_says_how_to_resume(
     assert done.returncode == 0, done.stderr
     assert len(sink.messages) == TOTAL
     assert_nobody_twice(sink)
+
+
+def test_a_running_worker_stops_at_a_pause_and_picks_the_campaign_up_again_on_resume(
+    tmp_path: Path, sink: SmtpSink
+) -> None:
+    extra = "[worker]\nbatch_size = 10\npoll_seconds = 0.2\n"
+    config = write_project(tmp_path, sink, rate=2, recipients=TOTAL, extra=extra)
+    mailer(config, "campaign", "queue", "weekly", check=True)
+    # Every running campaign, until stopped: the worker stays up through pause and resume.
+    worker = subprocess.Popen(
+        [MAILER, "--config", str(config), "worker"],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: len(sink.messages) >= 3, timeout=60)
+        mailer(config, "campaign", "pause", "weekly", check=True)
+        at_return = len(sink.messages)
+        # Its claims go back to the queue without waiting for throttle turns.
+        wait_for(lambda: by_status(config)["claimed"] == 0, timeout=30)
+        assert at_return <= len(sink.messages) <= at_return + CONNECTIONS
+        assert by_status(config)["queued"] == TOTAL - len(sink.messages)
+        assert worker.poll() is None
+
+        mailer(config, "campaign", "resume", "weekly", check=True)
+        wait_for(lambda: len(sink.messages) == TOTAL, timeout=120)
+        wait_for(lambda: "done" in mailer(config, "campaign", "report", "weekly").stdout, 30)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        code, _out, err = finish(worker)
+    assert code == 0, err
+    assert_nobody_twice(sink)

@@ -234,6 +234,9 @@ def create_app(
                 background.add_task(flow.send, outcome.mail)
         else:
             outcome = await flow.confirm(token, _seen(request))
+            for welcome in outcome.welcomes:
+                # After the answer, like the confirmation mail: the consent is already stored.
+                background.add_task(flow.welcome, welcome)
         return confirm_page(outcome, lang)
 
     @app.get("/unsubscribe/{token}", include_in_schema=False)

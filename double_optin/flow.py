@@ -16,7 +16,7 @@ keeps serving while SQLite waits.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection as DbConnection
@@ -32,6 +32,7 @@ from double_optin.outcomes import (
     SignupStatus,
     TokenStatus,
     UnsubscribeOutcome,
+    Welcome,
 )
 from mailer.config import Settings
 from mailer.core.addresses import normalise_address
@@ -39,6 +40,7 @@ from mailer.core.render import make_environment
 from mailer.core.tokens import TokenSigner, address_hash
 from mailer.delivery.acknowledge import send_unsubscribe_ack
 from mailer.delivery.sending import Connection
+from mailer.delivery.welcome import build_welcome, send_welcome, welcome_wanted
 from mailer.errors import ExpiredToken, ForgedToken
 from mailer.store import signups as store
 from mailer.store.models import ConsentEvent
@@ -54,6 +56,7 @@ __all__ = [
     "SignupStatus",
     "TokenStatus",
     "UnsubscribeOutcome",
+    "Welcome",
 ]
 
 # Subscription bombing: someone types a victim's address into many forms. Three mails a day is
@@ -248,8 +251,32 @@ class Flow:
             # The wording stored with the confirmation is the one the person ticked.
             store.add_events(conn, contact_id, pending, ConsentEvent.CONFIRMED, evidence)
             return ConfirmOutcome(
-                TokenStatus.CONFIRMED, tuple(pending) + tuple(done), contact.locale
+                TokenStatus.CONFIRMED,
+                tuple(pending) + tuple(done),
+                contact.locale,
+                welcomes=self._welcomes(contact_id, contact.email, contact.locale, pending),
             )
+
+    def _welcomes(
+        self, contact_id: int, email: str, locale: str | None, confirmed: Iterable[str]
+    ) -> tuple[Welcome, ...]:
+        """Welcome mails for the lists confirmed just now (never for ones confirmed before)."""
+        chosen = locale if locale in _ALL_TITLE else self.settings.locale
+        base = self.settings.web.base_url
+        return tuple(
+            Welcome(email, name, chosen,
+                    f"{base}/unsubscribe/{self._signer.unsubscribe_token(contact_id, name)}")
+            for name in confirmed
+            if welcome_wanted(self._env, self.settings, name, chosen)
+        )  # fmt: skip
+
+    async def welcome(self, welcome: Welcome) -> bool:
+        """Send a welcome mail (the web layer calls this after answering)."""
+        data = build_welcome(
+            self._env, self.settings, email=welcome.email, list_name=welcome.list_name,
+            unsubscribe_url=welcome.unsubscribe_url, locale=welcome.locale, now=self.clock(),
+        )  # fmt: skip
+        return await send_welcome(data, welcome.email, self.settings, connect=self._connect)
 
     async def renew(self, token: str, seen: Seen) -> ConfirmOutcome:
         """A new confirmation mail for an expired link, under the same anti-bombing limits."""

@@ -21,6 +21,7 @@ __all__ = [
     "SignupStatus",
     "TokenStatus",
     "UnsubscribeOutcome",
+    "Welcome",
 ]
 
 # The scope value that means "every list". List names start with a letter or digit, so a list
@@ -63,12 +64,24 @@ class TokenStatus(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Welcome:
+    """A welcome mail to send after the answer: one per list this confirmation newly confirmed
+    (only those with `[lists.NAME] welcome`), so a second click sends none."""
+
+    email: str
+    list_name: str
+    locale: str
+    unsubscribe_url: str
+
+
+@dataclass(frozen=True, slots=True)
 class ConfirmOutcome:
     status: TokenStatus
     lists: tuple[str, ...] = ()  # list names concerned
     locale: str | None = None
     signed_at: datetime | None = None
     mail: ConfirmationMail | None = None
+    welcomes: tuple[Welcome, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,9 @@ class SenderSettings(_Section):
     unsubscribe_address: str | None = None
     # GDPR art. 13: your privacy statement, linked on the signup page and in every footer.
     privacy_url: str | None = None
+    # `mailer campaign test` sends only to these (your own inboxes): a test send needs no
+    # consent, so it must never become a way to mail anyone else.
+    test_addresses: tuple[str, ...] = ()
 
     _check = field_validator(
         "organization",
@@ -85,6 +88,11 @@ class SenderSettings(_Section):
         if value is not None and not re.fullmatch(r"https?://[^\s\"'<>]+", value):
             raise ValueError("must be a web address like https://bakkerij.example/privacy")
         return value
+
+    @field_validator("test_addresses")
+    @classmethod
+    def _lowercase_test_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(a.strip().lower() for a in value)
 
     @field_validator("from_address")
     @classmethod
@@ -181,6 +189,9 @@ class PolicySettings(_Section):
 class SchedulerSettings(_Section):
     timezone: str = "Europe/Amsterdam"  # cron expressions are in this local time
     misfire_grace_seconds: float = Field(default=3600.0, ge=0)
+    # How often `mailer serve` reads the job store again: a schedule added, changed or removed
+    # from another process takes effect within this time.
+    poll_seconds: float = Field(default=2.0, gt=0, le=60)
 
     @field_validator("timezone")
     @classmethod
@@ -230,6 +241,10 @@ class ListSettings(_Section):
         """The title and wording in `locale`, or the list's own text without a translation."""
         found = self.translations.get(locale or "")
         return found or ListText(title=self.title, wording=self.wording)
+
+    # A welcome mail when a signup is confirmed: true = always, false = never, unset = when a
+    # template mail/welcome.<list>.<locale>.txt exists (templates_dir or bundled).
+    welcome: bool | None = None
 
 
 class DkimSettings(_Section):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import uvicorn
 
 from mailer.config import Settings
-from mailer.scheduler import start_scheduler
+from mailer.scheduler import follow_job_store, start_scheduler
 
 __all__ = ["run_service"]
 
@@ -34,7 +35,9 @@ async def run_service(settings: Settings, app: Any) -> None:
     )
     scheduler = start_scheduler(settings)
     log.info("scheduler started; %d jobs", len(scheduler.get_jobs()))
+    following = asyncio.create_task(follow_job_store(scheduler, settings.scheduler.poll_seconds))
     try:
         await server.serve()  # returns on SIGINT or SIGTERM (uvicorn's own handlers)
     finally:
+        following.cancel()
         scheduler.shutdown(wait=False)

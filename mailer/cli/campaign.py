@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import signal
+import socket
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,8 +16,14 @@ from mailer.cli.base import (
     settings_from_options,
     utc_now,
 )
+from mailer.errors import MailerError
 from mailer.store.campaign import create_campaign, get_campaign, iter_recipient_rows, report
+from mailer.store.control import cancel_campaign, control_state, pause_campaign, resume_campaign
+from mailer.store.models import Campaign
 from mailer.store.planning import plan_counts
+
+if TYPE_CHECKING:
+    from mailer.delivery.sending import RunSummary
 
 __all__: list[str] = []  # commands register themselves on the app
 
@@ -72,24 +80,44 @@ def campaign_send(
         ),
     ] = 0,
 ) -> None:
-    """Plan and send; resumable, never mails anyone twice. Exit 1 if any delivery failed."""
-    from mailer.delivery.sending import run_campaign
+    """Plan and send; resumable, never mails anyone twice. Exit 1 if any delivery failed, or
+    the campaign was paused or cancelled; SIGTERM or Ctrl-C stop it cleanly (exit 1)."""
+    from mailer.delivery.sending import CampaignStopped, run_campaign
 
     settings = settings_from_options()
     with open_engine(settings) as engine:
         campaign = get_campaign(engine, name)
-        with output.SendProgress() as progress:
-            summary = asyncio.run(
-                run_campaign(
-                    engine,
-                    settings,
-                    campaign,
-                    workers=workers,
-                    config_file=settings.source,
-                    on_plan=progress.start,
-                    on_progress=progress.advance,
-                )
+
+        async def send() -> RunSummary:
+            # What is in flight finishes and is recorded; what was claimed is given back.
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGTERM, signal.SIGINT)
+
+            def stop_once() -> None:
+                stop.set()
+                for number in signals:  # a second Ctrl-C interrupts at once, as usual
+                    loop.remove_signal_handler(number)
+
+            for signal_number in signals:
+                loop.add_signal_handler(signal_number, stop_once)
+            return await run_campaign(
+                engine,
+                settings,
+                campaign,
+                workers=workers,
+                config_file=settings.source,
+                on_plan=progress.start,
+                on_progress=progress.advance,
+                stop=stop,
             )
+
+        try:
+            with output.SendProgress() as progress:
+                summary = asyncio.run(send())
+        except CampaignStopped:
+            output.report_table(report(engine, campaign))
+            raise
         final = report(engine, campaign)
     output.report_table(final)
     if summary.in_doubt:
@@ -161,3 +189,79 @@ def campaign_queue(name: Annotated[str, typer.Argument(help="Campaign name.")]) 
         summary = queue_campaign(engine, settings, get_campaign(engine, name))
     output.plan_table(summary.plan, title=f"Audience of {name}")
     output.line(f'Campaign "{name}" is running: {summary.plan.allowed} deliveries for the workers.')
+
+
+# -- control (issue 13): pause, resume, cancel, from any process on any host ---------------
+
+ReasonOption = Annotated[
+    str | None, typer.Option(help="Why, kept with the campaign (default: who and where).")
+]
+
+
+def _id(campaign: Campaign) -> int:
+    assert campaign.id is not None  # read from the database
+    return campaign.id
+
+
+def _by_command(command: str, reason: str | None) -> str:
+    done = {"pause": "paused", "cancel": "cancelled"}[command]
+    return reason or f"{done} by `mailer campaign {command}` on {socket.gethostname()}"
+
+
+@campaign_app.command("pause")
+def campaign_pause(
+    name: Annotated[str, typer.Argument(help="Campaign name.")], reason: ReasonOption = None
+) -> None:
+    """Stop sending NAME: no worker starts another of its messages; its rows stay queued."""
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        campaign = get_campaign(engine, name)
+        paused = pause_campaign(engine, _id(campaign), _by_command("pause", reason), utc_now())
+        state = control_state(engine, campaign)
+    if not paused and state.status != "paused":
+        raise MailerError(f'Campaign "{name}" is {state.status}: there is nothing to pause.')
+    if not paused:
+        output.line(f'Campaign "{name}" was already paused ({state.since}).')
+        return
+    output.line(
+        f'Campaign "{name}" paused: no worker starts another of its messages (what is being '
+        f"handed to the server now finishes); {state.unsent} deliveries stay queued. "
+        f"`mailer campaign resume {name}` continues it."
+    )
+
+
+@campaign_app.command("resume")
+def campaign_resume(name: Annotated[str, typer.Argument(help="Campaign name.")]) -> None:
+    """Make a paused campaign running again."""
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        campaign = get_campaign(engine, name)
+        resumed = resume_campaign(engine, _id(campaign), utc_now())
+        state = control_state(engine, campaign)
+    if not resumed:
+        raise MailerError(f'Campaign "{name}" is {state.status}, not paused: nothing to resume.')
+    output.line(
+        f'Campaign "{name}" is running again with {state.unsent} deliveries to send: running '
+        f"`mailer worker`s pick it up, or run `mailer campaign send {name}`."
+    )
+
+
+@campaign_app.command("cancel")
+def campaign_cancel(
+    name: Annotated[str, typer.Argument(help="Campaign name.")], reason: ReasonOption = None
+) -> None:
+    """Stop NAME for good: every delivery not yet sent is marked cancelled."""
+    settings = settings_from_options()
+    with open_engine(settings) as engine:
+        campaign = get_campaign(engine, name)
+        cancelled = cancel_campaign(engine, _id(campaign), _by_command("cancel", reason), utc_now())
+        state = control_state(engine, campaign)
+    if cancelled is None and state.status != "cancelled":
+        raise MailerError(f'Campaign "{name}" is {state.status}: there is nothing to cancel.')
+    if cancelled is None:
+        output.line(f'Campaign "{name}" was already cancelled ({state.since}).')
+        return
+    output.line(
+        f'Campaign "{name}" cancelled: {cancelled} deliveries not yet sent are marked cancelled '
+        "and will never be sent; messages being handed to the server now finish."
+    )

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from mailer.cli import campaign, contacts, ops, output, privacy, schedule
+from mailer.cli import campaign, contacts, ops, output, overview, preview, privacy, schedule
 from mailer.cli.base import (
     app,
     open_engine,
@@ -27,6 +27,8 @@ _COMMAND_MODULES = (
     campaign,
     contacts,
     ops,
+    overview,
+    preview,
     privacy,
     schedule,
 )  # importing them registers their commands

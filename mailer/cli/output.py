@@ -23,6 +23,7 @@ __all__ = [
     "SendProgress",
     "csv_rows",
     "error",
+    "grid",
     "json_document",
     "json_text",
     "line",
@@ -87,6 +88,32 @@ def _table(title: str, rows: Iterable[tuple[str, str, int]]) -> Table:
 def _cell_text(value: str) -> Text:
     # A Text, not a str: rich would read "[...]" in a campaign name as markup.
     return Text(printable(value, escape_backslash=False))
+
+
+def grid(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """A table of plain values; columns whose name starts with "#" are numbers (right-aligned).
+
+    Not on a terminal: the title, then tab-separated lines with a header, never wrapped, for
+    grep and cut.
+    """
+
+    def cells(row: Sequence[object]) -> list[str]:
+        # Escaped like every other printed value: a campaign name or reason is user input.
+        return ["" if value is None else printable(str(value), escape_backslash=False)
+                for value in row]  # fmt: skip
+
+    if not _out.is_terminal:
+        write = sys.stdout.write
+        write(f"{printable(title)}\n" + "\t".join(c.lstrip("#") for c in columns) + "\n")
+        for row in rows:
+            write("\t".join(cells(row)) + "\n")
+        return
+    table = Table(title=_cell_text(title), title_justify="left")
+    for column in columns:
+        table.add_column(column.lstrip("#"), justify="right" if column[0] == "#" else "left")
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in cells(row)))
+    _out.print(table)
 
 
 def plan_table(plan: PlanSummary, *, title: str) -> None:

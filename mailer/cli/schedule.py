@@ -38,17 +38,28 @@ def schedule_add(
 
 @schedule_app.command("list")
 def schedule_list() -> None:
-    """Schedules and their next run times."""
+    """Schedules: next run, and whether one is running, was missed, and how the last one went."""
     from mailer.scheduler import list_schedules
 
     settings = settings_from_options()
-    with open_engine(settings):
-        entries = list_schedules(settings)
+    with open_engine(settings) as engine:
+        entries = list_schedules(engine, settings)
     if not entries:
         output.line("No schedules.")
     for entry in entries:
+        if not entry.trigger:  # a one-off run that left the job store
+            now = "running now" if entry.state == "running" else "no further runs"
+            output.line(f"{entry.campaign}\t{now}\tlast: {entry.last}")
+            continue
         when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "paused"
-        output.line(f"{entry.campaign}\t{entry.trigger}\tnext run {when}")
+        parts = [entry.campaign, entry.trigger, f"next run {when}"]
+        if entry.state == "running":
+            parts.append("running now")
+        if entry.state == "missed":
+            parts.append(f"MISSED: {entry.last}")
+        elif entry.last:
+            parts.append(f"last: {entry.last}")
+        output.line("\t".join(parts))
 
 
 @schedule_app.command("remove")
@@ -57,6 +68,6 @@ def schedule_remove(name: Annotated[str, typer.Argument(help="Campaign name.")])
     from mailer.scheduler import remove_schedule
 
     settings = settings_from_options()
-    with open_engine(settings):
-        remove_schedule(settings, name)
+    with open_engine(settings) as engine:
+        remove_schedule(engine, settings, name)
     output.line(f'Schedule of "{name}" removed.')

@@ -36,6 +36,7 @@ __all__ = [
     "PurchaseFact",
     "SkipReason",
     "SuppressionFact",
+    "consent_state",
     "decide",
     "is_role_address",
 ]
@@ -154,6 +155,17 @@ def _list_state(events: Iterable[ConsentFact], list_name: str) -> _ListState:
         else:  # withdrawn
             confirmed_at, self_confirmed_at, pending = None, None, False
     return _ListState(confirmed_at, self_confirmed_at, pending)
+
+
+def consent_state(events: Iterable[ConsentFact], list_name: str) -> str:
+    """One list's consent as `decide` reads it: confirmed, pending, withdrawn or none."""
+    mine = [e for e in events if e.list_name == list_name]
+    state = _list_state(mine, list_name)
+    if state.confirmed_at is not None:
+        return "confirmed"
+    if state.pending:
+        return "pending"
+    return "withdrawn" if any(e.event is ConsentEvent.WITHDRAWN for e in mine) else "none"
 
 
 def is_role_address(email: str, rules: PolicyRules) -> bool:

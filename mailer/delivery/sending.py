@@ -8,11 +8,16 @@ ledger row makes a second run send nothing twice.
 
 The workers are this process (`campaign send`), or N processes it starts (`--workers N`), or
 `mailer worker` processes already running anywhere (`campaign queue`).
+
+A paused or cancelled campaign (mailer.store.control) is not started; one paused or cancelled
+while it runs ends the run with `CampaignStopped`, saying how to go on. So does a stop asked
+for by the caller (SIGTERM or Ctrl-C of `campaign send`), after giving back what it held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -24,12 +29,14 @@ from sqlalchemy import Engine, func, select, update
 from mailer.config import Settings
 from mailer.delivery.worker import Clock, Connection, ServerUnreachable, run_worker, utc_now
 from mailer.errors import MailerError
+from mailer.store.control import CampaignStopped, control_state
 from mailer.store.ledger import Ledger
 from mailer.store.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
 from mailer.store.planning import PlanSummary, materialise
 from mailer.store.runlock import RunLock
 
 __all__ = [
+    "CampaignStopped",
     "Clock",
     "Connection",
     "RunSummary",
@@ -54,9 +61,27 @@ class RunSummary:
     in_doubt: int = 0
 
 
-def _set_status(engine: Engine, campaign: Campaign, status: CampaignStatus) -> None:
+def _set_status(
+    engine: Engine, campaign: Campaign, status: CampaignStatus, *, unless: tuple[str, ...]
+) -> bool:
+    """Set the status unless it is one of `unless` (a pause or cancel is never overwritten)."""
     with engine.begin() as conn:
-        conn.execute(update(_campaign).where(_campaign.c.id == campaign.id).values(status=status))
+        changed = conn.execute(
+            update(_campaign)
+            .where(_campaign.c.id == campaign.id, _campaign.c.status.notin_(unless))
+            .values(status=status)
+        ).rowcount
+    return bool(changed)
+
+
+_STOPPED = (CampaignStatus.PAUSED, CampaignStatus.CANCELLED, CampaignStatus.ARCHIVED)
+
+
+def _refuse_stopped(engine: Engine, campaign: Campaign, *, during_run: bool = False) -> None:
+    """Raise CampaignStopped for a paused or cancelled campaign, saying how to go on."""
+    refusal = control_state(engine, campaign).refusal(during_run=during_run)
+    if refusal is not None:
+        raise refusal
 
 
 def _refuse_archived(engine: Engine, campaign: Campaign) -> None:
@@ -78,7 +103,8 @@ def _prepare(
     plan = materialise(engine, settings, campaign, clock())
     with Ledger.open(engine, settings, clock) as ledger:
         taken = ledger.take_over(campaign.id)
-    _set_status(engine, campaign, CampaignStatus.RUNNING)
+    if not _set_status(engine, campaign, CampaignStatus.RUNNING, unless=_STOPPED):
+        _refuse_stopped(engine, campaign)  # paused or cancelled while it was being planned
     return plan, taken.in_doubt
 
 
@@ -87,6 +113,7 @@ def queue_campaign(
 ) -> RunSummary:
     """Plan the campaign and leave the sending to `mailer worker` processes."""
     _refuse_archived(engine, campaign)
+    _refuse_stopped(engine, campaign)
     lock = RunLock(engine, campaign, clock=clock)
     lock.acquire()
     try:
@@ -107,14 +134,19 @@ async def run_campaign(
     clock: Clock = utc_now,
     on_plan: Callable[[PlanSummary], None] | None = None,
     on_progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
 ) -> RunSummary:
     """Plan the audience into the ledger, then send every queued row once.
 
     With `workers` = 0 this process sends; with N > 0 it starts N `mailer worker` processes
     (reading `config_file`) and follows their progress. Raises `CampaignBusy` when another
-    run (this or another process or host) holds the campaign.
+    run (this or another process or host) holds the campaign, `CampaignStopped` when it is
+    paused or cancelled (before or during the run) or `stop` was set (what is in flight is
+    recorded first; what was claimed is given back).
     """
+    stop = stop or asyncio.Event()
     _refuse_archived(engine, campaign)
+    _refuse_stopped(engine, campaign)
     lock = RunLock(engine, campaign, clock=clock)
     lock.acquire()
     keep_alive = asyncio.create_task(lock.keep_alive())
@@ -124,7 +156,7 @@ async def run_campaign(
             on_plan(plan)
         if workers:
             outcomes = await _run_processes(
-                engine, settings, campaign, workers, config_file, on_progress
+                engine, settings, campaign, workers, config_file, on_progress, stop
             )
         else:
             summary = await run_worker(
@@ -135,9 +167,18 @@ async def run_campaign(
                 connect=connect,
                 clock=clock,
                 on_progress=on_progress,
+                stop=stop,
             )
             outcomes, in_doubt = summary.outcomes, in_doubt + summary.taken_over.in_doubt
-        _set_status(engine, campaign, CampaignStatus.DONE)
+        _refuse_stopped(engine, campaign, during_run=True)
+        left = control_state(engine, campaign).unsent if stop.is_set() else 0
+        if left:  # stopped with work left (a stop after the last message changes nothing)
+            raise CampaignStopped(
+                f'Sending of "{campaign.name}" was stopped; what this run had claimed was given '
+                f"back, {left} deliveries stay queued. To continue: `mailer campaign send "
+                f"{campaign.name}` (nobody is mailed twice)."
+            )
+        _set_status(engine, campaign, CampaignStatus.DONE, unless=_STOPPED)
     finally:
         keep_alive.cancel()
         lock.release()
@@ -162,6 +203,7 @@ async def _run_processes(
     count: int,
     config_file: str | None,
     on_progress: ProgressCallback | None,
+    stop: asyncio.Event,
 ) -> Counter[str]:
     """Start `count` worker processes on this campaign; report progress from the ledger."""
     if config_file is None:
@@ -179,6 +221,11 @@ async def _run_processes(
     waiting = [asyncio.ensure_future(p.wait()) for p in processes]
     while True:
         done, _pending = await asyncio.wait(waiting, timeout=0.5)
+        if stop.is_set():
+            for process in processes:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):  # exited meanwhile
+                        process.terminate()  # `mailer worker` stops cleanly on SIGTERM
         settled = _settled(engine, campaign, before)
         if on_progress is not None:
             for status, n in (settled - reported).items():
@@ -191,6 +238,8 @@ async def _run_processes(
     with Ledger.open(engine, settings, utc_now) as ledger:
         ledger.take_over(campaign.id)
         left = ledger.pending(campaign.id)
+        if stop.is_set() or not ledger.is_running(campaign.id):
+            return reported  # the caller says why the run ended
     if failed or left:
         raise MailerError(
             f"{len(failed)} of {count} worker processes failed (exit codes "

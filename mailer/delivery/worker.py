@@ -30,7 +30,7 @@ from mailer.delivery.dkimkeys import load_signing_key
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
-from mailer.store.ledger import DueDelivery, Lane, Ledger, TakeOver
+from mailer.store.ledger import STOPPED, DueDelivery, Lane, Ledger, TakeOver
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
 
@@ -97,6 +97,10 @@ class _Sender:
         self.breaker = Breaker()
         self.offload = engine.dialect.name != "sqlite"
         self.outcomes: Counter[str] = Counter()
+        # Campaigns found paused or cancelled at a row's start: their other rows held here go
+        # back to the queue without waiting for a throttle turn. The database stays the judge
+        # (Lane.start checks every row); this only saves the waits.
+        self.stopped: set[int] = set()
 
     async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a lane's statement: in a thread on a server database, whose commits wait for
@@ -176,6 +180,9 @@ class _Sender:
                 await asyncio.sleep(wait)
 
     async def deliver(self, job: DueDelivery, connection: Connection, lane: Lane) -> None:
+        if job.campaign_id in self.stopped:
+            await self.in_lane(lane.give_back, job)
+            return
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
@@ -183,6 +190,9 @@ class _Sender:
         attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)
+            return
+        if attempts == STOPPED:  # `mailer campaign pause` since the claim: back in the queue
+            self.stopped.add(job.campaign_id)
             return
         if not isinstance(attempts, int):
             return  # the lease was lost: the row is another worker's now
@@ -245,6 +255,7 @@ class _Loop:
                     continue
                 jobs = self.ledger.claim(self.batch - self.queue.qsize(), self.campaign_id)
                 for job in jobs:
+                    self.sender.stopped.discard(job.campaign_id)  # claimed: running again
                     self.queue.put_nowait(job)
                 if jobs:
                     continue
@@ -257,6 +268,12 @@ class _Loop:
 
     async def _idle(self) -> bool:
         """Nothing due now: take over lost rows, and say whether the loop is finished."""
+        if (
+            self.until_done
+            and self.campaign_id is not None
+            and not self.ledger.is_running(self.campaign_id)
+        ):
+            return True  # paused or cancelled: `campaign send` says so and how to go on
         taken = self.ledger.take_over(self.campaign_id)
         self.taken_over = TakeOver(
             self.taken_over.requeued + taken.requeued, self.taken_over.in_doubt + taken.in_doubt

@@ -41,6 +41,8 @@ _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _LINE_BREAK = re.compile(r"[\r\n]")
 # Shopify writes "2025-10-07 09:50:26 +0200", which fromisoformat does not read.
 _SPACED_OFFSET = "%Y-%m-%d %H:%M:%S %z"
+
+
 # Bidirectional overrides and isolates (Unicode TR 9) make evidence read differently on screen
 # than it is stored ("Trojan Source", CVE-2021-42574); they are refused like control characters.
 @dataclass(frozen=True, slots=True)

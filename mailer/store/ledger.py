@@ -3,7 +3,9 @@
 A worker claims due rows of running campaigns in batches (`SELECT ... FOR UPDATE SKIP LOCKED`
 on PostgreSQL; SQLite serialises writers anyway), marking them `claimed` under its name with a
 lease. Just before a message is handed to the server its row becomes `sending` (re-checking
-suppression, and only if the claim is still this worker's); the reply's outcome is recorded
+suppression, and only if the claim is still this worker's and the campaign still running: a
+`mailer campaign pause` or `cancel` committed before that statement stops the message, from
+any process on any host); the reply's outcome is recorded
 right after. When a worker stops, its claims go back to `queued` and its `sending` rows become
 `unknown` (they may have arrived: never resent); when it dies, another worker does the same once
 the lease has expired, or at once if the dead owner was a process on its own host.
@@ -52,7 +54,7 @@ from mailer.store.models import (
 from mailer.store.prepared import Prepared
 from mailer.store.runlock import is_dead_local_process, owner_name
 
-__all__ = ["DueDelivery", "Ledger", "TakeOver"]
+__all__ = ["STOPPED", "DueDelivery", "Ledger", "TakeOver"]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
@@ -60,6 +62,9 @@ _suppression = Suppression.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
+
+# What Lane.start returns for a row whose campaign was paused or cancelled since it was claimed.
+STOPPED = "stopped"
 
 _HELD = (DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
 _PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, *_HELD)
@@ -135,6 +140,9 @@ class Ledger:
             d.status == DeliveryStatus.CLAIMED,
             d.lease_owner == bindparam("owner"),
         )
+        running = d.campaign_id.in_(
+            select(_campaign.c.id).where(_campaign.c.status == CampaignStatus.RUNNING)
+        )
         c = _contact.c
         self._recipients = select(c.id, c.email, c.first_name, c.last_name, c.locale).where(
             c.id.in_(bindparam("ids", expanding=True))
@@ -142,7 +150,7 @@ class Ledger:
         dialect = self._conn.dialect
         self.start_sql = Prepared(
             update(_delivery)
-            .where(mine, ~blocked)
+            .where(mine, running, ~blocked)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
             .returning(d.attempts),
             dialect,
@@ -156,6 +164,18 @@ class Ledger:
                 lease_owner=None,
                 lease_until=None,
             )
+        )
+        # Paused or cancelled since the claim: back to the queue at once, for whoever resumes it
+        # (a cancel has already made the row `cancelled`, so this matches only after a pause).
+        self.give_back_stopped = (
+            update(_delivery)
+            .where(mine, ~running)
+            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
+        )
+        self.give_back_one = (
+            update(_delivery)
+            .where(mine)
+            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
         )
         self.record_sql = Prepared(
             update(_delivery)
@@ -306,6 +326,14 @@ class Ledger:
             moment: datetime | None = self._conn.execute(query).scalar()
         return moment
 
+    def is_running(self, campaign_id: int | None) -> bool:
+        """Whether the campaign is still running (not paused, cancelled or finished)."""
+        with self._conn.begin():
+            status = self._conn.execute(
+                select(_campaign.c.status).where(_campaign.c.id == campaign_id)
+            ).scalar()
+        return bool(status == CampaignStatus.RUNNING)
+
     def finish_campaigns(self) -> None:
         """Mark running campaigns with nothing left `done`, unless a `campaign send` holds one."""
         c, d = _campaign.c, _delivery.c
@@ -355,7 +383,8 @@ class Lane:
         """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
 
         Returns the attempt number, `"suppressed"` if the person was suppressed meanwhile (the
-        row is marked so), or None if the row is no longer this worker's (its lease was lost).
+        row is marked so), `STOPPED` if its campaign was paused meanwhile (the row is queued
+        again), or None if the row is no longer this worker's (lease lost, or cancelled).
         """
         params = {
             "delivery_id": job.delivery_id,
@@ -368,7 +397,14 @@ class Lane:
             return int(started[0])
         if self._conn.execute(self._ledger.suppress, params).rowcount:
             return DeliveryStatus.SUPPRESSED.value
+        if self._conn.execute(self._ledger.give_back_stopped, params).rowcount:
+            return STOPPED
         return None
+
+    def give_back(self, job: DueDelivery) -> None:
+        """Queue a claimed row again without trying it (its campaign is known to be stopped)."""
+        params = {"delivery_id": job.delivery_id, "owner": self._ledger.owner}
+        self._conn.execute(self._ledger.give_back_one, params)
 
     def record(
         self,

@@ -31,6 +31,7 @@ __all__ = [
     "Delivery",
     "DeliveryStatus",
     "Purchase",
+    "ScheduleOutcome",
     "SendRate",
     "SignupAttempt",
     "Suppression",
@@ -218,3 +219,19 @@ class SignupAttempt(SQLModel, table=True):
     kind: str = Field(max_length=16)  # "address" (confirmation mail sent) or "ip" (form posted)
     key_hash: str = Field(max_length=64, index=True)
     at: datetime = Field(sa_column=_utc_column(nullable=False, index=True))
+
+
+class ScheduleOutcome(SQLModel, table=True):
+    """The last thing that happened to a campaign's schedule under `mailer serve`.
+
+    The job store holds what is due; this says what came of it (ran, running, missed beyond
+    the grace, busy, failed), so `mailer schedule list` can tell the user from any process.
+    """
+
+    __tablename__ = "schedule_outcome"
+
+    campaign: str = Field(primary_key=True, max_length=100)
+    outcome: str = Field(max_length=16)
+    due_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    at: datetime = Field(sa_column=_utc_column(nullable=False))
+    detail: str | None = Field(default=None, max_length=300)

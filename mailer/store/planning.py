@@ -78,20 +78,23 @@ def rules_from(settings: Settings) -> PolicyRules:
 
 
 def iter_decisions(
-    conn: Connection, settings: Settings, campaign: Campaign, now: datetime
+    conn: Connection,
+    settings: Settings,
+    campaign: Campaign,
+    now: datetime,
+    *,
+    contact_id: int | None = None,
 ) -> Iterator[tuple[int, Decision]]:
-    """(contact id, decision) for every contact, in id order, streaming."""
+    """(contact id, decision) for every contact (or the one given), in id order, streaming."""
     rules = rules_from(settings)
     facts = CampaignFacts(list_name=campaign.list_name, category=campaign.category)
     keys = settings.require_hash_keys()
     last_id = 0
     while True:
-        rows = conn.execute(
-            select(_contact.c.id, _contact.c.email)
-            .where(_contact.c.id > last_id)
-            .order_by(_contact.c.id)
-            .limit(CHUNK)
-        ).all()
+        chunk = select(_contact.c.id, _contact.c.email).where(_contact.c.id > last_id)
+        if contact_id is not None:  # `campaign preview --email`: the same path for one person
+            chunk = chunk.where(_contact.c.id == contact_id)
+        rows = conn.execute(chunk.order_by(_contact.c.id).limit(CHUNK)).all()
         if not rows:
             return
         low, high = rows[0].id, rows[-1].id

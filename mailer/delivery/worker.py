@@ -26,7 +26,9 @@ from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes
+from mailer.core.verp import verp_address
 from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.feedback import CampaignGuard
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
@@ -96,6 +98,7 @@ class _Sender:
         self.breaker = Breaker()
         self.offload = engine.dialect.name != "sqlite"
         self.outcomes: Counter[str] = Counter()
+        self.guard = CampaignGuard(engine, settings)  # issue 16: pauses a campaign that hurts
 
     async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a lane's statement: in a thread on a server database, whose commits wait for
@@ -156,6 +159,10 @@ class _Sender:
             next_attempt_at=next_attempt_at,
             hard_bounce_hash=bounce_hash,
         )
+        hard = outcome is Outcome.HARD_BOUNCE
+        await self.in_lane(
+            self.guard.recorded, job.campaign_id, job.delivery_id, hard, str(reply), now
+        )
         self.progress(status)
 
     async def through_breaker(self, connection: Connection) -> None:
@@ -205,9 +212,11 @@ class _Sender:
             )
             self.progress(DeliveryStatus.FAILED)
             return
-        reply = await connection.send(
-            self.settings.sender.from_address, job.recipient.email, message.data
-        )
+        envelope_from = self.settings.sender.from_address
+        if self.settings.bounces.return_path:  # VERP: a bounce names its delivery
+            envelope_from = verp_address(self.settings.bounces.return_path, job.delivery_id,
+                                         self.keys)  # fmt: skip
+        reply = await connection.send(envelope_from, job.recipient.email, message.data)
         await self.record(lane, job, attempts, reply, message.message_id)
 
 

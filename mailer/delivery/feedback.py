@@ -1,0 +1,174 @@
+"""Bounces and complaints from every channel, recorded one way, and the campaign guard.
+
+The channels: the SMTP reply during the send (mailer.delivery.worker), the bounce mailbox
+(DSNs, ARF feedback reports: mailer.delivery.bounces) and the relays' webhooks (Postmark,
+Mailgun, Amazon SES: double_optin.webhooks). Each turns what it read into a `Report`;
+`apply_report` is the one place that says what a hard bounce, a soft bounce, a complaint or a
+refusal of our content does:
+
+- hard bounce: the address we mailed is suppressed on every list (`hard_bounce`), the delivery
+  failed;
+- complaint (RFC 5965 abuse report, a relay's spam complaint): suppressed on every list
+  (`complaint`); the delivery keeps its status (it was delivered) and is marked;
+- soft bounce: noted on the delivery only;
+- failed (a permanent refusal of our content, 5.7.x): the delivery failed, nobody suppressed.
+
+A report that matches none of our deliveries is `unmatched` and changes nothing. After a hard
+bounce or a complaint the campaign's guard is checked (mailer.core.guard).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import Connection, Engine, select
+
+from mailer.config import GuardSettings, Settings
+from mailer.core.guard import GuardLimits, Tripped, next_check_after, trip
+from mailer.core.states import CampaignStatus, Feedback, SuppressionReason
+from mailer.store.control import pause_campaign
+from mailer.store.feedback import (
+    MatchedDelivery,
+    feedback_counts,
+    find_delivery,
+    mark_delivery,
+    suppress_for,
+)
+from mailer.store.models import Campaign
+
+__all__ = [
+    "CampaignGuard",
+    "Report",
+    "ReportKind",
+    "apply_report",
+    "check_campaign",
+    "guard_limits",
+    "record_feedback",
+]
+
+_campaign = Campaign.__table__  # type: ignore[attr-defined]
+
+
+class ReportKind(StrEnum):
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    FAILED = "failed"
+
+    @property
+    def feedback(self) -> Feedback | None:
+        return None if self is ReportKind.FAILED else Feedback(self.value)
+
+
+_SUPPRESSES = {
+    ReportKind.HARD_BOUNCE: SuppressionReason.HARD_BOUNCE,
+    ReportKind.COMPLAINT: SuppressionReason.COMPLAINT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What one bounce, complaint or webhook event says, before it is matched."""
+
+    kind: ReportKind
+    note: str  # stored as the delivery's last reply, e.g. "hard_bounce: 5.1.1 (postmark)"
+    message_ids: tuple[str, ...] = ()  # the original Message-ID(s) it quotes
+    delivery_id: int | None = None  # from a signed VERP return path
+
+
+def guard_limits(guard: GuardSettings) -> GuardLimits:
+    return GuardLimits(guard.max_hard_bounce_rate, guard.max_complaint_rate, guard.min_attempts)
+
+
+def record_feedback(
+    conn: Connection,
+    keys: Sequence[str],
+    found: MatchedDelivery,
+    kind: ReportKind,
+    *,
+    note: str,
+    now: datetime,
+    suppress: bool = True,
+) -> bool:
+    """Record `kind` for the delivery `found`, for every channel. True when it changed
+    anything: the same report twice changes nothing the second time."""
+    changed = mark_delivery(conn, found, kind.feedback, note=note, now=now)
+    reason = _SUPPRESSES.get(kind)
+    if suppress and reason is not None and found.email is not None:
+        changed = suppress_for(conn, keys, found.email, reason, now) or changed
+    return changed
+
+
+def apply_report(engine: Engine, settings: Settings, report: Report, now: datetime) -> str:
+    """Match `report` to our delivery and record it, in one transaction; then check the guard.
+
+    Returns what it counts as: the report's kind, or `unmatched` (no delivery of ours).
+    """
+    keys = settings.require_secret_keys()
+    with engine.begin() as conn:
+        found = find_delivery(conn, delivery_id=report.delivery_id, message_ids=report.message_ids)
+        if found is None:
+            return "unmatched"
+        changed = record_feedback(conn, keys, found, report.kind, note=report.note, now=now)
+    if changed and report.kind in _SUPPRESSES:
+        check_campaign(engine, found.campaign_id, guard_limits(settings.guard), now)
+    return str(report.kind)
+
+
+def check_campaign(
+    engine: Engine, campaign_id: int, limits: GuardLimits, now: datetime
+) -> Tripped | None:
+    """Pause the campaign if one of its rates is over its limit; what tripped, or None.
+
+    Only a running campaign is paused (a finished one has nothing left to protect; a paused one
+    keeps the reason it has).
+    """
+    return _check(engine, campaign_id, limits, now)[0]
+
+
+def _check(
+    engine: Engine, campaign_id: int, limits: GuardLimits, now: datetime
+) -> tuple[Tripped | None, int]:
+    with engine.connect() as conn:
+        status = conn.execute(
+            select(_campaign.c.status).where(_campaign.c.id == campaign_id)
+        ).scalar()
+        if status != CampaignStatus.RUNNING:
+            return None, 0
+        counts = feedback_counts(conn, campaign_id)
+    tripped = trip(counts.attempts, counts.hard_bounces, counts.complaints, limits)
+    if tripped is not None and not pause_campaign(engine, campaign_id, tripped.reason, now):
+        tripped = None  # paused or stopped by someone else meanwhile
+    return tripped, counts.attempts
+
+
+class CampaignGuard:
+    """The worker's side of the guard: marks SMTP-time hard bounces on their delivery and
+    counts a campaign's rates every few outcomes (`next_check_after`), not per message."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.keys = settings.require_secret_keys()
+        self.limits = guard_limits(settings.guard)
+        self.until_check: dict[int, int] = {}
+
+    def recorded(
+        self, campaign_id: int, delivery_id: int, hard_bounce: bool, reply: str, now: datetime
+    ) -> Tripped | None:
+        """After an outcome was recorded: mark a hard bounce, and check when it is time."""
+        if hard_bounce:
+            with self.engine.begin() as conn:
+                found = find_delivery(conn, delivery_id=delivery_id)
+                if found is not None:  # the ledger suppressed the address with the outcome
+                    record_feedback(conn, self.keys, found, ReportKind.HARD_BOUNCE,
+                                    note=reply, now=now, suppress=False)  # fmt: skip
+        left = self.until_check.get(campaign_id, self.limits.min_attempts) - 1
+        if left > 0:
+            self.until_check[campaign_id] = left
+            return None
+        tripped, attempts = _check(self.engine, campaign_id, self.limits, now)
+        self.until_check[campaign_id] = next_check_after(attempts, self.limits)
+        return tripped

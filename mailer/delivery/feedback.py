@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, select, update
 
 from mailer.config import GuardSettings, Settings
 from mailer.core.guard import GuardLimits, Tripped, next_check_after, trip
@@ -132,16 +132,22 @@ def check_campaign(
 def _check(
     engine: Engine, campaign_id: int, limits: GuardLimits, now: datetime
 ) -> tuple[Tripped | None, int]:
+    c = _campaign.c
     with engine.connect() as conn:
-        status = conn.execute(
-            select(_campaign.c.status).where(_campaign.c.id == campaign_id)
-        ).scalar()
-        if status != CampaignStatus.RUNNING:
+        found = conn.execute(select(c.status, c.guard_judged_to).where(c.id == campaign_id)).first()
+        if found is None or found[0] != CampaignStatus.RUNNING:
             return None, 0
-        counts = feedback_counts(conn, campaign_id)
+        counts = feedback_counts(conn, campaign_id, after_delivery_id=found[1])
     tripped = trip(counts.attempts, counts.hard_bounces, counts.complaints, limits)
-    if tripped is not None and not pause_campaign(engine, campaign_id, tripped.reason, now):
-        tripped = None  # paused or stopped by someone else meanwhile
+    if tripped is None:
+        return None, counts.attempts
+    if not pause_campaign(engine, campaign_id, tripped.reason, now):
+        return None, counts.attempts  # paused or stopped by someone else meanwhile
+    with engine.begin() as conn:  # a resume starts the guard's judgment afresh from here
+        conn.execute(
+            update(_campaign).where(c.id == campaign_id)
+            .values(guard_judged_to=counts.last_attempted)
+        )  # fmt: skip
     return tripped, counts.attempts
 
 

@@ -122,14 +122,21 @@ class FeedbackCounts:
     hard_bounces: int = 0
     soft_bounces: int = 0
     complaints: int = 0
+    last_attempted: int | None = None  # the highest delivery id attempted
 
     def rate(self, count: int) -> float:
         return count / self.attempts if self.attempts else 0.0
 
 
-def feedback_counts(conn: Connection, campaign_id: int) -> FeedbackCounts:
-    """A campaign's attempts, bounces and complaints (the guard's and the report's numbers)."""
+def feedback_counts(
+    conn: Connection, campaign_id: int, *, after_delivery_id: int | None = None
+) -> FeedbackCounts:
+    """A campaign's attempts, bounces and complaints (the guard's and the report's numbers);
+    only of the deliveries after `after_delivery_id` when given."""
     d = _delivery.c
+    scope = [d.campaign_id == campaign_id]
+    if after_delivery_id is not None:
+        scope.append(d.id > after_delivery_id)
 
     def count(kind: Feedback) -> ColumnElement[int]:
         return func.coalesce(func.sum(case((d.feedback == kind, 1), else_=0)), 0)
@@ -140,6 +147,7 @@ def feedback_counts(conn: Connection, campaign_id: int) -> FeedbackCounts:
             count(Feedback.HARD_BOUNCE),
             count(Feedback.SOFT_BOUNCE),
             count(Feedback.COMPLAINT),
-        ).where(d.campaign_id == campaign_id)
+            func.max(case((d.attempts > 0, d.id), else_=None)),
+        ).where(*scope)
     ).one()
-    return FeedbackCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+    return FeedbackCounts(int(row[0]), int(row[1]), int(row[2]), int(row[3]), row[4])

@@ -152,6 +152,9 @@ class Campaign(SQLModel, table=True):
     # Why and when it was paused or cancelled (by whom: a command, or the guard with its rate).
     status_reason: str | None = Field(default=None, max_length=300)
     status_changed_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    # Set when the guard paused the campaign: the last delivery it had judged. After a resume
+    # the guard judges only the deliveries after it (the user decided the old ones were fine).
+    guard_judged_to: int | None = None
 
 
 class Delivery(SQLModel, table=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import BackgroundTasks, FastAPI, Query, Request
@@ -29,6 +29,7 @@ from double_optin.flow import (
     TokenStatus,
 )
 from double_optin.pages import Pages, SecurityHeaders, pick_locale
+from double_optin.webhooks import Fetch, WebhookDesk
 from mailer.config import Settings
 from mailer.delivery.sending import Connection
 from mailer.store.db import make_engine
@@ -101,8 +102,10 @@ def create_app(
     *,
     clock: Callable[[], datetime] | None = None,
     connect: Callable[[], Connection] | None = None,
+    fetch: Fetch | None = None,
 ) -> FastAPI:
-    """The ASGI app. `engine`, `clock` and `connect` (SMTP) are seams for tests."""
+    """The ASGI app. `engine`, `clock`, `connect` (SMTP) and `fetch` (the SNS certificate
+    and subscription URLs, double_optin.sns) are seams for tests."""
     engine = engine or make_engine(settings.database.url, source=settings.source)
     flow = Flow(engine, settings, connect=connect, **({"clock": clock} if clock else {}))
     pages = Pages(settings)
@@ -305,5 +308,26 @@ def create_app(
             problem = Problem(error=outcome.error or "invalid", detail=detail)
             return JSONResponse(problem.model_dump(), 400)
         return SignupAnswer()
+
+    # Relays' bounce and complaint webhooks (double_optin.webhooks): each authenticated the way
+    # its provider signs; forged -> 401, retried -> 200 and no change twice.
+    desk = WebhookDesk(engine, settings, clock or (lambda: datetime.now(UTC)), fetch)
+
+    async def webhook(provider: str, request: Request) -> JSONResponse:
+        authorization = request.headers.get("authorization")
+        status, answer = await desk.receive(provider, authorization, await request.body())
+        return JSONResponse(answer, status)
+
+    @app.post("/webhooks/postmark", include_in_schema=False)
+    async def webhook_postmark(request: Request) -> JSONResponse:
+        return await webhook("postmark", request)
+
+    @app.post("/webhooks/mailgun", include_in_schema=False)
+    async def webhook_mailgun(request: Request) -> JSONResponse:
+        return await webhook("mailgun", request)
+
+    @app.post("/webhooks/ses", include_in_schema=False)
+    async def webhook_ses(request: Request) -> JSONResponse:
+        return await webhook("ses", request)
 
     return app

@@ -35,6 +35,7 @@ from mailer.store.feedback import (
     feedback_counts,
     find_delivery,
     mark_delivery,
+    remember_event,
     suppress_for,
 )
 from mailer.store.models import Campaign
@@ -43,8 +44,10 @@ __all__ = [
     "CampaignGuard",
     "Report",
     "ReportKind",
+    "apply_event",
     "apply_report",
     "check_campaign",
+    "first_use",
     "guard_limits",
     "record_feedback",
 ]
@@ -77,6 +80,10 @@ class Report:
     note: str  # stored as the delivery's last reply, e.g. "hard_bounce: 5.1.1 (postmark)"
     message_ids: tuple[str, ...] = ()  # the original Message-ID(s) it quotes
     delivery_id: int | None = None  # from a signed VERP return path
+    # The recipient an authenticated relay names: matched to the latest delivery handed over to
+    # that address when nothing else matches. Never set from the bounce mailbox, where anyone
+    # can write anything.
+    address: str | None = None
 
 
 def guard_limits(guard: GuardSettings) -> GuardLimits:
@@ -107,15 +114,51 @@ def apply_report(engine: Engine, settings: Settings, report: Report, now: dateti
 
     Returns what it counts as: the report's kind, or `unmatched` (no delivery of ours).
     """
-    keys = settings.require_secret_keys()
+    counted = apply_event(engine, settings, None, [report], now)
+    return counted[0] if counted else "unmatched"
+
+
+def first_use(engine: Engine, key: tuple[str, str], now: datetime) -> bool:
+    """Remember a one-time value (Mailgun's signature token); False if it was used before."""
     with engine.begin() as conn:
-        found = find_delivery(conn, delivery_id=report.delivery_id, message_ids=report.message_ids)
-        if found is None:
-            return "unmatched"
-        changed = record_feedback(conn, keys, found, report.kind, note=report.note, now=now)
-    if changed and report.kind in _SUPPRESSES:
-        check_campaign(engine, found.campaign_id, guard_limits(settings.guard), now)
-    return str(report.kind)
+        return remember_event(conn, *key, now)
+
+
+def apply_event(
+    engine: Engine,
+    settings: Settings,
+    event_key: tuple[str, str] | None,
+    reports: Sequence[Report],
+    now: datetime,
+) -> list[str] | None:
+    """Record the reports of one event in one transaction; what each counts as.
+
+    With `event_key` (provider, the provider's id of the event) an event handled before
+    changes nothing and gives None: a relay's retry is answered, not recorded twice.
+    """
+    keys = settings.require_secret_keys()
+    counted: list[str] = []
+    judge: set[int] = set()
+    with engine.begin() as conn:
+        if event_key is not None and not remember_event(conn, *event_key, now):
+            return None
+        for report in reports:
+            found = find_delivery(
+                conn,
+                delivery_id=report.delivery_id,
+                message_ids=report.message_ids,
+                address=report.address,
+            )
+            if found is None:
+                counted.append("unmatched")
+                continue
+            if record_feedback(conn, keys, found, report.kind, note=report.note, now=now):
+                if report.kind in _SUPPRESSES:
+                    judge.add(found.campaign_id)
+            counted.append(str(report.kind))
+    for campaign_id in sorted(judge):
+        check_campaign(engine, campaign_id, guard_limits(settings.guard), now)
+    return counted
 
 
 def check_campaign(

@@ -9,16 +9,17 @@ naming anyone must not suppress them).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, case, func, select, update
 from sqlalchemy.sql import ColumnElement
 
 from mailer.core.states import DeliveryStatus, Feedback, SuppressionReason
 from mailer.core.tokens import address_hashes
-from mailer.store.models import Contact, Delivery, Suppression
+from mailer.store.models import Contact, Delivery, Suppression, WebhookEvent
 from mailer.store.suppression import add_suppression
 
 __all__ = [
@@ -27,12 +28,17 @@ __all__ = [
     "feedback_counts",
     "find_delivery",
     "mark_delivery",
+    "remember_event",
     "suppress_for",
 ]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+_event = WebhookEvent.__table__  # type: ignore[attr-defined]
+
+# Relays retry for hours (Postmark, SNS) to a day; an event key is kept for a month.
+_EVENT_DAYS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +55,14 @@ def _bare(message_id: str) -> str:
 
 
 def find_delivery(
-    conn: Connection, *, delivery_id: int | None = None, message_ids: Iterable[str] = ()
+    conn: Connection,
+    *,
+    delivery_id: int | None = None,
+    message_ids: Iterable[str] = (),
+    address: str | None = None,
 ) -> MatchedDelivery | None:
-    """The delivery with this (VERP) id, else the one that sent one of these Message-IDs."""
+    """The delivery with this (VERP) id, else the one that sent one of these Message-IDs, else
+    (only for a report an authenticated relay made) the latest one handed over to `address`."""
     d = _delivery.c
     query = select(d.id, d.campaign_id, _contact.c.email, d.status, d.feedback).select_from(
         _delivery.outerjoin(_contact, _contact.c.id == d.contact_id)
@@ -67,6 +78,12 @@ def find_delivery(
             query.where(_delivery.c.message_id.in_(bindparam("ids", expanding=True))).limit(1),
             {"ids": sorted(wanted)},
         ).first()
+    if row is None and address:
+        row = conn.execute(
+            query.where(_contact.c.email == address.strip().lower(), handed)
+            .order_by(d.id.desc())
+            .limit(1)
+        ).first()  # fmt: skip
     if row is None:
         return None
     return MatchedDelivery(int(row[0]), int(row[1]), row[2], str(row[3]), row[4])
@@ -113,6 +130,21 @@ def suppress_for(
     if present is not None:
         return False
     add_suppression(conn, keys, email, reason, now)
+    return True
+
+
+def remember_event(conn: Connection, provider: str, key: str, now: datetime) -> bool:
+    """Note a webhook event as handled; False if it was handled before (a retry or replay).
+
+    Call it first in the transaction that records the event, so both commit or neither."""
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+    seen = conn.execute(
+        select(_event.c.id).where(_event.c.provider == provider, _event.c.event_key == digest)
+    ).first()
+    if seen is not None:
+        return False
+    conn.execute(_event.delete().where(_event.c.at < now - timedelta(days=_EVENT_DAYS)))
+    conn.execute(_event.insert().values(provider=provider, event_key=digest, at=now))
     return True
 
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import Engine, func, select
 
-from mailer.core.guard import GuardLimits, next_check_after, trip
+from mailer.core.guard import GuardLimits, trip
 from mailer.core.policy import ConsentFact
 from mailer.delivery.sending import run_campaign
 from mailer.delivery.sink import CapturedMessage, SmtpSink
@@ -48,17 +48,20 @@ def test_a_rate_over_its_limit_trips_and_the_reason_names_it() -> None:
     )
 
 
-@given(st.integers(0, 10**7), st.integers(1, 10**4))
-def test_the_worker_counts_again_soon_enough_and_not_per_message(
-    attempts: int, minimum: int
+@given(st.integers(1, 10**7), st.integers(0, 10**7), st.integers(0, 10**7))
+def test_a_rate_trips_exactly_when_it_is_over_its_limit(
+    attempts: int, hard: int, complaints: int
 ) -> None:
-    limits = GuardLimits(min_attempts=minimum)
-    wait = next_check_after(attempts, limits)
-    assert wait >= 1
-    if attempts >= minimum:
-        assert wait <= 50  # a tripped limit is seen within 50 further outcomes
+    tripped = trip(attempts, min(hard, attempts), min(complaints, attempts), LIMITS)
+    over_bounces = min(hard, attempts) / attempts > LIMITS.max_hard_bounce_rate
+    over_complaints = min(complaints, attempts) / attempts > LIMITS.max_complaint_rate
+    if attempts < LIMITS.min_attempts:
+        assert tripped is None
     else:
-        assert attempts + wait <= minimum  # never first counted later than the minimum
+        assert (tripped is not None) == (over_bounces or over_complaints)
+        if tripped is not None:
+            assert tripped.rate == ("complaint_rate" if over_complaints else "hard_bounce_rate")
+            assert tripped.value > tripped.limit
 
 
 def _refuse_every_fifth(message: CapturedMessage) -> str | None:
@@ -119,9 +122,14 @@ def test_a_campaign_to_a_stale_list_pauses_itself_before_200_attempts(
         ), reason
         print(f"paused after {attempts} attempts: {reason}")
 
+        judged = int(reason.rsplit(" in ", 1)[1].split()[0])  # attempts when it tripped
+
         # The user looks, decides the list is fine after all, and resumes: the guard judges
-        # from there on, and 20% bounces trip it again only after another 100 attempts.
+        # only what was sent after the pause, so 20% bounces trip it again only once another
+        # 100 attempts were made (those still in flight at the pause among them).
         assert resume_campaign(engine, campaign.id, NOW)
         asyncio.run(_send_until_paused(engine, settings, campaign))
         again = _attempts(engine, campaign.id)
-        assert attempts + 100 <= again < attempts + 200
+        assert judged + 95 <= again < attempts + 200
+        second = _status(engine, campaign.id)[1]
+        assert second is not None and second.startswith("guard: hard_bounce_rate ")

@@ -434,3 +434,25 @@ async def test_webhook_secrets_come_from_the_environment(world: World) -> None:
     for path in ("/webhooks/postmark", "/webhooks/mailgun", "/webhooks/ses"):
         answer = await post(unset, path, b"{}", authorization=basic(""))
         assert answer.status_code == 401, path
+
+
+async def test_a_complaint_by_webhook_pauses_a_running_campaign_over_its_limit(
+    world: World,
+) -> None:
+    from sqlalchemy import update
+
+    from mailer.config import GuardSettings
+    from mailer.store.models import Campaign
+
+    settings = world.settings.model_copy(update={"guard": GuardSettings(min_attempts=4)})
+    app = create_app(settings, world.engine, clock=world.clock, fetch=world.fetcher)
+    with world.engine.begin() as conn:  # as if the send were still going on
+        conn.execute(update(Campaign).values(status="running"))
+    body = mailgun("mailgun-complained.json", world, "bram@example.nl", token="p" * 50)
+    assert (await post(app, "/webhooks/mailgun", body)).status_code == 200
+    with world.engine.connect() as conn:
+        status, reason = conn.execute(select(Campaign.status, Campaign.status_reason)).one()
+    assert status == "paused"
+    assert reason == (
+        "guard: complaint_rate 25.00% is over the limit 0.30% (1 complaint in 4 attempts)"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["GuardLimits", "Tripped", "next_check_after", "trip"]
+__all__ = ["GuardLimits", "Tripped", "trip"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,8 @@ class Tripped:
     @property
     def reason(self) -> str:
         """The sentence stored as the campaign's status reason and shown in its report."""
-        kind = "hard bounces" if self.rate == "hard_bounce_rate" else "complaints"
+        kind = "hard bounce" if self.rate == "hard_bounce_rate" else "complaint"
+        kind += "" if self.count == 1 else "s"
         return (
             f"guard: {self.rate} {self.value:.2%} is over the limit {self.limit:.2%} "
             f"({self.count} {kind} in {self.attempts} attempts)"
@@ -57,16 +58,3 @@ def trip(attempts: int, hard_bounces: int, complaints: int, limits: GuardLimits)
             "hard_bounce_rate", bounce_rate, limits.max_hard_bounce_rate, hard_bounces, attempts
         )
     return None
-
-
-def next_check_after(attempts: int, limits: GuardLimits) -> int:
-    """How many more outcomes a worker records before it counts the campaign's rates again.
-
-    Counting reads every row of the campaign, so it is not done per message: below
-    `min_attempts` it waits until the minimum can have been reached, after that until the
-    campaign has grown by 5% (at most 50 messages), so a 1M campaign is counted a few hundred
-    times, and a tripped limit is seen within at most 50 further outcomes.
-    """
-    if attempts < limits.min_attempts:
-        return max(1, limits.min_attempts - attempts)
-    return max(1, min(50, attempts // 20))

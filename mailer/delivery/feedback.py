@@ -19,6 +19,7 @@ bounce or a complaint the campaign's guard is checked (mailer.core.guard).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,10 +28,11 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, select, update
 
 from mailer.config import GuardSettings, Settings
-from mailer.core.guard import GuardLimits, Tripped, next_check_after, trip
+from mailer.core.guard import GuardLimits, Tripped, trip
 from mailer.core.states import CampaignStatus, Feedback, SuppressionReason
 from mailer.store.control import pause_campaign
 from mailer.store.feedback import (
+    FeedbackCounts,
     MatchedDelivery,
     feedback_counts,
     find_delivery,
@@ -169,55 +171,84 @@ def check_campaign(
     Only a running campaign is paused (a finished one has nothing left to protect; a paused one
     keeps the reason it has).
     """
-    return _check(engine, campaign_id, limits, now)[0]
+    counts = _read(engine, campaign_id)
+    if counts is None:
+        return None
+    tripped = trip(counts.attempts, counts.hard_bounces, counts.complaints, limits)
+    if tripped is None or not _pause(engine, campaign_id, tripped, now):
+        return None
+    return tripped
 
 
-def _check(
-    engine: Engine, campaign_id: int, limits: GuardLimits, now: datetime
-) -> tuple[Tripped | None, int]:
+def _read(engine: Engine, campaign_id: int) -> FeedbackCounts | None:
+    """The counts the guard judges (those after its last pause), None unless running."""
     c = _campaign.c
     with engine.connect() as conn:
         found = conn.execute(select(c.status, c.guard_judged_to).where(c.id == campaign_id)).first()
         if found is None or found[0] != CampaignStatus.RUNNING:
-            return None, 0
-        counts = feedback_counts(conn, campaign_id, after_delivery_id=found[1])
-    tripped = trip(counts.attempts, counts.hard_bounces, counts.complaints, limits)
-    if tripped is None:
-        return None, counts.attempts
+            return None
+        return feedback_counts(conn, campaign_id, after_delivery_id=found[1])
+
+
+def _pause(engine: Engine, campaign_id: int, tripped: Tripped, now: datetime) -> bool:
     if not pause_campaign(engine, campaign_id, tripped.reason, now):
-        return None, counts.attempts  # paused or stopped by someone else meanwhile
+        return False  # paused or stopped by someone else meanwhile
     with engine.begin() as conn:  # a resume starts the guard's judgment afresh from here
-        conn.execute(
-            update(_campaign).where(c.id == campaign_id)
-            .values(guard_judged_to=counts.last_attempted)
-        )  # fmt: skip
-    return tripped, counts.attempts
+        last = feedback_counts(conn, campaign_id).last_attempted
+        conn.execute(update(_campaign).where(_campaign.c.id == campaign_id)
+                     .values(guard_judged_to=last))  # fmt: skip
+    return True
+
+
+@dataclass
+class _Judged:
+    """One campaign as a worker sees it: the database's counts at `read_at`, plus what this
+    worker recorded since."""
+
+    base: FeedbackCounts | None  # None: not running when read
+    read_at: float
+    attempts: int = 0
+    hard_bounces: int = 0
 
 
 class CampaignGuard:
     """The worker's side of the guard: marks SMTP-time hard bounces on their delivery and
-    counts a campaign's rates every few outcomes (`next_check_after`), not per message."""
+    judges the campaign's rates after every outcome, from the database's counts (re-read
+    every `refresh_seconds`: they include other workers and complaints that came in since)
+    plus this worker's own outcomes since the read. Counting reads every row of a campaign,
+    so it is not done per message."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, refresh_seconds: float = 5.0) -> None:
         self.engine = engine
         self.keys = settings.require_secret_keys()
         self.limits = guard_limits(settings.guard)
-        self.until_check: dict[int, int] = {}
+        self.refresh_seconds = refresh_seconds
+        self.campaigns: dict[int, _Judged] = {}
 
     def recorded(
         self, campaign_id: int, delivery_id: int, hard_bounce: bool, reply: str, now: datetime
     ) -> Tripped | None:
-        """After an outcome was recorded: mark a hard bounce, and check when it is time."""
+        """After an outcome was recorded: mark a hard bounce, and judge the rates."""
         if hard_bounce:
             with self.engine.begin() as conn:
                 found = find_delivery(conn, delivery_id=delivery_id)
                 if found is not None:  # the ledger suppressed the address with the outcome
                     record_feedback(conn, self.keys, found, ReportKind.HARD_BOUNCE,
                                     note=reply, now=now, suppress=False)  # fmt: skip
-        left = self.until_check.get(campaign_id, self.limits.min_attempts) - 1
-        if left > 0:
-            self.until_check[campaign_id] = left
+        moment = time.monotonic()
+        judged = self.campaigns.get(campaign_id)
+        if judged is None or moment - judged.read_at >= self.refresh_seconds:
+            # The read includes this outcome: counted there, not again below.
+            judged = self.campaigns[campaign_id] = _Judged(_read(self.engine, campaign_id), moment)
+        else:
+            judged.attempts += 1
+            judged.hard_bounces += hard_bounce
+        if judged.base is None:
             return None
-        tripped, attempts = _check(self.engine, campaign_id, self.limits, now)
-        self.until_check[campaign_id] = next_check_after(attempts, self.limits)
-        return tripped
+        base = judged.base
+        tripped = trip(base.attempts + judged.attempts, base.hard_bounces + judged.hard_bounces,
+                       base.complaints, self.limits)  # fmt: skip
+        if tripped is None:
+            return None
+        self.campaigns.pop(campaign_id)  # read afresh next time (paused, or resumed)
+        return tripped if _pause(self.engine, campaign_id, tripped, now) else None

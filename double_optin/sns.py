@@ -49,8 +49,12 @@ class SnsRefused(MailerError, PermissionError):
 
 def is_sns_url(url: str, *, pem: bool = False) -> bool:
     """Whether `url` is https on an SNS host (and, with `pem`, names a .pem file)."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or parts.port not in (None, 443) or parts.username:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:  # a malformed URL or port
+        return False
+    if parts.scheme != "https" or port not in (None, 443) or parts.username:
         return False
     if not _SNS_HOST.fullmatch(parts.hostname or ""):
         return False

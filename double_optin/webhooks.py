@@ -279,6 +279,9 @@ class WebhookDesk:
             return 401, {"error": "unauthorized", "detail": f"Refused: {exc}."}
         except BadPayload as exc:
             return 400, {"error": "bad_payload", "detail": f"Not understood: {exc}."}
+        except (AttributeError, TypeError, ValueError, KeyError):
+            # JSON of a shape no provider sends (a list where an object belongs): never a 500.
+            return 400, {"error": "bad_payload", "detail": "Not understood: unexpected shape."}
         now = self.clock()
         replay = verified.replay_key
         if replay is not None and not first_use(self.engine, replay, now):

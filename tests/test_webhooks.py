@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from fastapi import FastAPI
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import Engine, select
 
 from double_optin.app import create_app
@@ -456,3 +458,34 @@ async def test_a_complaint_by_webhook_pauses_a_running_campaign_over_its_limit(
     assert reason == (
         "guard: complaint_rate 25.00% is over the limit 0.30% (1 complaint in 4 attempts)"
     )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner,
+                                                                  max_size=5),
+    max_leaves=20,
+)  # fmt: skip
+SHAPES = st.fixed_dictionaries(
+    {},
+    optional={
+        "RecordType": st.sampled_from(["Bounce", "SpamComplaint"]) | JSON,
+        "Type": st.sampled_from(["HardBounce", "Notification", "SubscriptionConfirmation"]) | JSON,
+        "signature": JSON, "event-data": JSON, "Message": JSON, "SignatureVersion": JSON,
+        "SigningCertURL": st.sampled_from([CERT_URL, "https://[::1", "https://sns.x:y/"]) | JSON,
+        "TopicArn": st.just(TOPIC) | JSON, "Email": JSON, "Content": JSON,
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+@given(body=SHAPES | JSON, provider=st.sampled_from(["postmark", "mailgun", "ses"]))
+async def test_no_body_gives_a_500_or_changes_anything(
+    world: World, body: Any, provider: str
+) -> None:
+    before = state(world.engine)
+    answer = await post(world.app, f"/webhooks/{provider}", json.dumps(body).encode(),
+                        authorization=basic(PASSWORD))  # fmt: skip
+    assert answer.status_code in {200, 400, 401}, answer.text
+    assert state(world.engine) == before

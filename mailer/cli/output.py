@@ -81,7 +81,6 @@ def report_table(report: CampaignReport) -> None:
     rows = [("status", k, v) for k, v in sorted(report.by_status.items())]
     rows += [("basis", k, v) for k, v in sorted(report.by_basis.items())]
     rows += [("skipped", k, v) for k, v in sorted(report.by_skip_reason.items())]
-    rows.append(("total", "", report.total))
     f, rates = report.feedback, report.rates
     if f.attempts:  # issue 16: what receivers said, as the guard counts it
         rows += [
@@ -91,6 +90,7 @@ def report_table(report: CampaignReport) -> None:
             ("feedback", f"complaints ({rates['complaint_rate']:.2%})", f.complaints),
             ("feedback", "attempts", f.attempts),
         ]  # fmt: skip
+    rows.append(("total", "", report.total))
     table = _table(f"Report of {report.campaign} ({report.status})", rows)
     table.columns[0].header, table.columns[1].header = "counted by", "value"
     _out.print(table)

@@ -225,16 +225,36 @@ class CampaignGuard:
         self.refresh_seconds = refresh_seconds
         self.campaigns: dict[int, _Judged] = {}
 
+    def needs_io(self, campaign_id: int, hard_bounce: bool) -> bool:
+        """Whether `recorded` will touch the database (so a worker on a server database runs
+        it in a thread): for a hard bounce, or when the counts are due to be read again."""
+        judged = self.campaigns.get(campaign_id)
+        return (
+            hard_bounce
+            or judged is None
+            or (time.monotonic() - judged.read_at >= self.refresh_seconds)
+        )
+
     def recorded(
         self, campaign_id: int, delivery_id: int, hard_bounce: bool, reply: str, now: datetime
     ) -> Tripped | None:
-        """After an outcome was recorded: mark a hard bounce, and judge the rates."""
+        """After an outcome was recorded: mark a hard bounce, then judge the rates."""
         if hard_bounce:
-            with self.engine.begin() as conn:
-                found = find_delivery(conn, delivery_id=delivery_id)
-                if found is not None:  # the ledger suppressed the address with the outcome
-                    record_feedback(conn, self.keys, found, ReportKind.HARD_BOUNCE,
-                                    note=reply, now=now, suppress=False)  # fmt: skip
+            self.mark_hard_bounce(delivery_id, reply, now)
+        return self.judge(campaign_id, hard_bounce, now)
+
+    def mark_hard_bounce(self, delivery_id: int, reply: str, now: datetime) -> None:
+        """Note an SMTP-time hard bounce on its delivery (the ledger suppressed the address
+        with the outcome, atomically; this adds what the guard and the report count)."""
+        with self.engine.begin() as conn:
+            found = find_delivery(conn, delivery_id=delivery_id)
+            if found is not None:
+                record_feedback(conn, self.keys, found, ReportKind.HARD_BOUNCE,
+                                note=reply, now=now, suppress=False)  # fmt: skip
+
+    def judge(self, campaign_id: int, hard_bounce: bool, now: datetime) -> Tripped | None:
+        """After an outcome was recorded (and marked): pause the campaign if it is over a
+        limit. No I/O except the read every `refresh_seconds` and a pause."""
         moment = time.monotonic()
         judged = self.campaigns.get(campaign_id)
         if judged is None or moment - judged.read_at >= self.refresh_seconds:

@@ -159,10 +159,14 @@ class _Sender:
             next_attempt_at=next_attempt_at,
             hard_bounce_hash=bounce_hash,
         )
-        hard = outcome is Outcome.HARD_BOUNCE
-        await self.in_lane(
-            self.guard.recorded, job.campaign_id, job.delivery_id, hard, str(reply), now
-        )
+        # The guard (issue 16) marks a hard bounce and may pause the campaign; it touches the
+        # database only for a hard bounce or a re-read of the counts every few seconds.
+        hard = bounce_hash is not None
+        facts = (job.campaign_id, job.delivery_id, hard, str(reply), now)
+        if self.guard.needs_io(job.campaign_id, hard):
+            await self.in_lane(self.guard.recorded, *facts)
+        else:
+            self.guard.recorded(*facts)
         self.progress(status)
 
     async def through_breaker(self, connection: Connection) -> None:

@@ -314,8 +314,7 @@ def create_app(
     desk = WebhookDesk(engine, settings, clock or (lambda: datetime.now(UTC)), fetch)
 
     async def webhook(provider: str, request: Request) -> JSONResponse:
-        authorization = request.headers.get("authorization")
-        status, answer = await desk.receive(provider, authorization, await request.body())
+        status, answer = await desk.receive(provider, request)
         return JSONResponse(answer, status)
 
     @app.post("/webhooks/postmark", include_in_schema=False)

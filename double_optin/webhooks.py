@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
+from starlette.requests import Request
 
 from double_optin.sns import Fetch, SnsRefused, SnsVerifier, fetch_https, is_sns_url
 from mailer.config import Settings
@@ -298,6 +299,21 @@ class WebhookDesk:
             return 200, {"status": "already_recorded"}
         return 200, {"status": "recorded", "counted": dict(sorted(Counter(counted).items()))}
 
-    async def receive(self, provider: str, authorization: str | None, body: bytes) -> Answer:
+    async def receive(self, provider: str, request: Request) -> Answer:
         """The answer to one call (status, JSON); database and fetches run in a thread."""
+        body = await _capped_body(request)
+        if body is None:
+            return 413, {"error": "too_large", "detail": "The body is too large."}
+        authorization = request.headers.get("authorization")
         return await asyncio.to_thread(self._receive, provider, authorization, body)
+
+
+async def _capped_body(request: Request) -> bytes | None:
+    """The body, read only up to `_MAX_BODY` (a huge one is refused, not held in memory)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _MAX_BODY:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -489,3 +489,8 @@ async def test_no_body_gives_a_500_or_changes_anything(
                         authorization=basic(PASSWORD))  # fmt: skip
     assert answer.status_code in {200, 400, 401}, answer.text
     assert state(world.engine) == before
+
+
+async def test_a_huge_body_is_refused_unread(world: World) -> None:
+    answer = await post(world.app, "/webhooks/ses", b"{" + b" " * (1024 * 1024) + b"}")
+    assert answer.status_code == 413

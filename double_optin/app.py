@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import BackgroundTasks, FastAPI, Query, Request
@@ -31,6 +31,7 @@ from double_optin.flow import (
 )
 from double_optin.guard import RefusedEvidence, SafeErrors, evidence_refusal, is_cross_site
 from double_optin.pages import Pages, SecurityHeaders, pick_locale
+from double_optin.webhooks import Fetch, WebhookDesk
 from mailer.config import Settings
 from mailer.core.text import printable
 from mailer.delivery.sending import Connection
@@ -116,8 +117,10 @@ def create_app(
     *,
     clock: Callable[[], datetime] | None = None,
     connect: Callable[[], Connection] | None = None,
+    fetch: Fetch | None = None,
 ) -> FastAPI:
-    """The ASGI app. `engine`, `clock` and `connect` (SMTP) are seams for tests."""
+    """The ASGI app. `engine`, `clock`, `connect` (SMTP) and `fetch` (the SNS certificate
+    and subscription URLs, double_optin.sns) are seams for tests."""
     engine = engine or make_engine(settings.database.url, source=settings.source)
     flow = Flow(engine, settings, connect=connect, **({"clock": clock} if clock else {}))
     pages = Pages(settings)
@@ -366,5 +369,25 @@ def create_app(
             problem = Problem(error=outcome.error or "invalid", detail=detail)
             return JSONResponse(problem.model_dump(), 400)
         return SignupAnswer()
+
+    # Relays' bounce and complaint webhooks (double_optin.webhooks): each authenticated the way
+    # its provider signs; forged -> 401, retried -> 200 and no change twice.
+    desk = WebhookDesk(engine, settings, clock or (lambda: datetime.now(UTC)), fetch)
+
+    async def webhook(provider: str, request: Request) -> JSONResponse:
+        status, answer = await desk.receive(provider, request)
+        return JSONResponse(answer, status)
+
+    @app.post("/webhooks/postmark", include_in_schema=False)
+    async def webhook_postmark(request: Request) -> JSONResponse:
+        return await webhook("postmark", request)
+
+    @app.post("/webhooks/mailgun", include_in_schema=False)
+    async def webhook_mailgun(request: Request) -> JSONResponse:
+        return await webhook("mailgun", request)
+
+    @app.post("/webhooks/ses", include_in_schema=False)
+    async def webhook_ses(request: Request) -> JSONResponse:
+        return await webhook("ses", request)
 
     return app

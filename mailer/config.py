@@ -26,6 +26,7 @@ __all__ = [
     "BounceSettings",
     "DatabaseSettings",
     "DkimSettings",
+    "GuardSettings",
     "ListSettings",
     "ListText",
     "PolicySettings",
@@ -36,6 +37,7 @@ __all__ = [
     "ThrottleSettings",
     "WorkerSettings",
     "WebSettings",
+    "WebhookSettings",
     "load_settings",
     "parse_settings",
     "hash_keys_from_env",
@@ -72,6 +74,10 @@ class SenderSettings(_Section):
     # `mailer campaign test` sends only to these (your own inboxes): a test send needs no
     # consent, so it must never become a way to mail anyone else.
     test_addresses: tuple[str, ...] = ()
+    # Gmail's feedback loop: with it every campaign message carries `Feedback-ID:
+    # <campaign>:<list>:<basis>:<feedback_id>` (DKIM-signed), and Postmaster Tools shows the
+    # complaint rate per campaign. Letters, digits, "-", "_" and "." only.
+    feedback_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     _check = field_validator(
         "organization",
@@ -215,6 +221,26 @@ class BounceSettings(_Section):
     imap_folder: str = "INBOX"
     # How often `mailer serve` processes the mailbox; 0 = only by `mailer bounces process`.
     interval_minutes: float = Field(default=15.0, ge=0)
+    # VERP (set = on): the envelope sender of each campaign message becomes
+    # bounces+<signed delivery ref>@<domain> for return_path = "bounces@<domain>", so a bounce
+    # names the delivery it is about even when it quotes nothing of the message.
+    return_path: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+@[A-Za-z0-9.-]+$")
+
+
+class WebhookSettings(_Section):
+    # Amazon SES via SNS: only notifications of these topics are accepted (any AWS account can
+    # point a topic at a public URL; the signature proves only that SNS sent it).
+    ses_topic_arns: tuple[str, ...] = ()
+    # SNS signing certificates are fetched only from https://sns.<region>.amazonaws.com/...
+    # (`.amazonaws.com.cn` in China); cached in memory by URL.
+
+
+class GuardSettings(_Section):
+    # A campaign pauses itself once it has `min_attempts` attempts and more than this share of
+    # them hard-bounced or drew a complaint (mailer.core.guard); `campaign resume` goes on.
+    max_hard_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    max_complaint_rate: float = Field(default=0.003, gt=0, le=1)
+    min_attempts: int = Field(default=100, ge=1)
 
 
 class ListText(_Section):
@@ -276,6 +302,8 @@ class Settings(_Section):
     policy: PolicySettings = PolicySettings()
     scheduler: SchedulerSettings = SchedulerSettings()
     bounces: BounceSettings = BounceSettings()
+    guard: GuardSettings = GuardSettings()
+    webhooks: WebhookSettings = WebhookSettings()
     lists: dict[str, ListSettings] = Field(min_length=1)
     dkim: DkimSettings | None = None
 
@@ -284,6 +312,8 @@ class Settings(_Section):
     # MAILER_HASH_KEY: keys of the suppression hashes only (they sign nothing), first one hashes.
     hash_keys: tuple[str, ...] = ()
     smtp_password: str = ""
+    postmark_webhook_password: str = ""  # MAILER_POSTMARK_WEBHOOK_PASSWORD
+    mailgun_signing_key: str = ""  # MAILER_MAILGUN_SIGNING_KEY
     source: str = "<settings>"
 
     @field_validator("lists")
@@ -352,7 +382,10 @@ def parse_settings(
 ) -> Settings:
     """Validate a mapping (parsed TOML) into `Settings`; `text` lets errors name a line."""
     env = os.environ if environ is None else environ
-    for reserved in ("secret_keys", "hash_keys", "smtp_password", "source"):
+    for reserved in (
+        "secret_keys", "hash_keys", "smtp_password", "postmark_webhook_password",
+        "mailgun_signing_key", "source",
+    ):  # fmt: skip
         if reserved in data:
             raise ConfigError(
                 "is not a setting; secrets come from the environment.", file=source, key=reserved
@@ -364,6 +397,8 @@ def parse_settings(
                 "secret_keys": secret_keys_from_env(env),
                 "hash_keys": hash_keys_from_env(env),
                 "smtp_password": env.get("MAILER_SMTP_PASSWORD", ""),
+                "postmark_webhook_password": env.get("MAILER_POSTMARK_WEBHOOK_PASSWORD", ""),
+                "mailgun_signing_key": env.get("MAILER_MAILGUN_SIGNING_KEY", ""),
                 "source": source,
             }
         )

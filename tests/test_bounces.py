@@ -154,3 +154,125 @@ def test_a_missing_mailbox_is_a_clear_error(
         process_mailbox(engine, settings, now=NOW)
     with pytest.raises(InputError, match="is not a Maildir"):
         process_mailbox(engine, settings, now=NOW, maildir=tmp_path)
+
+
+# -- issue 14 row 3 and issue 16: only reports about mail we sent act; ARF complaints ---------
+
+BOTH_LISTS = [
+    *SUBSCRIBED,
+    ConsentFact("offers", ConsentEvent.REQUESTED, ConsentOrigin.WEB, JAN),
+    ConsentFact("offers", ConsentEvent.CONFIRMED, ConsentOrigin.WEB, JAN),
+]
+
+
+def arf(name: str, **fields: str) -> bytes:
+    """A feedback report as the named loop sends it (RFC 5965 §2), CRLF line ends."""
+    text = (DATA / name).read_text(encoding="ascii")
+    for key, value in fields.items():
+        text = text.replace("{" + key + "}", value)
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+def suppressions(engine: Engine) -> list[tuple[str, str | None]]:
+    with engine.connect() as conn:
+        return sorted(tuple(r) for r in conn.execute(select(Suppression.reason, Suppression.scope)))
+
+
+def test_a_forged_dsn_about_mail_we_did_not_send_suppresses_nobody(
+    engine: Engine, send_settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    add_contact(engine, send_settings, "r11@example.nl", at=NOW, consents=SUBSCRIBED)
+    send(engine, send_settings, "one")
+    maildir = tmp_path / "Maildir"
+    deliver(
+        maildir,
+        dsn("r11@example.nl", "<made.up@bakkerij.example>"),  # a Message-ID we never sent
+        dsn("never-stored@example.nl", "<x@y>"),
+        (DATA / "exim-plain.eml").read_text().format(recipient="r11@example.nl").encode(),
+    )
+    report = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
+    assert report.counts["unmatched"] == 3 and report.counts["hard_bounce"] == 0
+    assert "3 unmatched" in report.line()
+    assert suppressions(engine) == []
+    with engine.connect() as conn:
+        assert [tuple(r) for r in conn.execute(select(Delivery.status, Delivery.feedback))] == [
+            ("sent", None)
+        ]
+    sink.messages.clear()
+    send(engine, send_settings, "two")
+    assert [m.recipients[0] for m in sink.messages] == ["r11@example.nl"]
+
+
+def test_arf_complaints_from_yahoo_and_microsoft_suppress_on_every_list(
+    engine: Engine, send_settings: Settings, sink: SmtpSink, tmp_path: Path
+) -> None:
+    for address in ("anna@example.nl", "bram@example.nl", "cees@example.nl"):
+        add_contact(engine, send_settings, address, at=NOW, consents=BOTH_LISTS)
+    send(engine, send_settings, "one")
+    sent = {m.recipients[0]: m for m in sink.messages}
+    anna, bram = sent["anna@example.nl"], sent["bram@example.nl"]
+    maildir = tmp_path / "Maildir"
+    deliver(
+        maildir,
+        # Yahoo returns the whole message; Microsoft only its headers, recipient redacted.
+        arf("arf-yahoo.eml", mail_from=anna.mail_from, recipient="anna@example.nl",
+            original=anna.data.decode("ascii")),
+        arf("arf-microsoft.eml", message_id=parse(bram.data)["Message-ID"]),
+        # About mail we never sent (someone else's message, naming cees): changes nothing.
+        arf("arf-microsoft.eml", message_id="<8787KJKJ3K4J3K4J3K4J3.mail@example.net>"),
+        # Not a complaint: a report that the message was not spam.
+        arf("arf-microsoft.eml", message_id=parse(sent["cees@example.nl"].data)["Message-ID"])
+        .replace(b"Feedback-Type: abuse", b"Feedback-Type: not-spam"),
+    )  # fmt: skip
+    report = process_mailbox(engine, send_settings, now=NOW, maildir=maildir)
+    assert (report.counts["complaint"], report.counts["unmatched"]) == (2, 1)
+    assert report.counts["ignored"] == 1
+    assert "2 complaint, 1 unmatched" in report.line()
+    assert suppressions(engine) == [("complaint", None), ("complaint", None)]
+    with engine.connect() as conn:
+        marked = dict(conn.execute(select(Delivery.message_id, Delivery.feedback)).all())
+        statuses = set(conn.execute(select(Delivery.status)).scalars())
+    assert marked[parse(anna.data)["Message-ID"]] == "complaint"
+    assert marked[parse(bram.data)["Message-ID"]] == "complaint"
+    assert marked[parse(sent["cees@example.nl"].data)["Message-ID"]] is None
+    assert statuses == {"sent"}  # a complaint is about a message that arrived
+
+    sink.messages.clear()
+    send(engine, send_settings, "offers")  # another list: a complaint covers every list
+    campaign = new_campaign(engine, send_settings, "aanbod", at=NOW, list_name="offers")
+    asyncio.run(run_campaign(engine, send_settings, campaign, clock=lambda: NOW))
+    assert sorted({m.recipients[0] for m in sink.messages}) == ["cees@example.nl"]
+
+
+def test_a_verp_return_path_names_the_delivery_even_when_the_bounce_quotes_nothing(
+    engine: Engine, sink: SmtpSink, db_url: str, tmp_path: Path
+) -> None:
+    from tests.conftest import make_settings
+
+    settings = make_settings(db_url, smtp={"port": sink.port},
+                             bounces={"return_path": "bounces@bakkerij.example"})  # fmt: skip
+    for address in ("gone@example.nl", "kept@example.nl"):
+        add_contact(engine, settings, address, at=NOW, consents=SUBSCRIBED)
+    send(engine, settings, "one")
+    envelope = {m.recipients[0]: m.mail_from for m in sink.messages}
+    assert all(f.startswith("bounces+") and f.endswith("@bakkerij.example")
+               for f in envelope.values())  # fmt: skip
+    plain = (DATA / "exim-plain.eml").read_text(encoding="ascii")
+
+    def bounce(recipient: str, to: str) -> bytes:
+        text = plain.format(recipient=recipient).replace("bounces@bakkerij.example", to)
+        return text.encode("ascii")
+
+    tampered = envelope["kept@example.nl"][:-20] + "0" + envelope["kept@example.nl"][-19:]
+    maildir = tmp_path / "Maildir"
+    deliver(
+        maildir,
+        bounce("gone@example.nl", envelope["gone@example.nl"]),
+        bounce("kept@example.nl", tampered),  # a made-up return path: not ours
+    )
+    report = process_mailbox(engine, settings, now=NOW, maildir=maildir)
+    assert (report.counts["hard_bounce"], report.counts["unmatched"]) == (1, 1)
+    assert suppressions(engine) == [("hard_bounce", None)]
+    sink.messages.clear()
+    send(engine, settings, "two")
+    assert [m.recipients[0] for m in sink.messages] == ["kept@example.nl"]

@@ -134,10 +134,21 @@ def report_table(report: CampaignReport) -> None:
     rows = [("status", k, v) for k, v in sorted(report.by_status.items())]
     rows += [("basis", k, v) for k, v in sorted(report.by_basis.items())]
     rows += [("skipped", k, v) for k, v in sorted(report.by_skip_reason.items())]
+    f, rates = report.feedback, report.rates
+    if f.attempts:  # issue 16: what receivers said, as the guard counts it
+        rows += [
+            ("feedback", f"hard bounces ({rates['hard_bounce_rate']:.2%} of attempts)",
+             f.hard_bounces),
+            ("feedback", f"soft bounces ({rates['soft_bounce_rate']:.2%})", f.soft_bounces),
+            ("feedback", f"complaints ({rates['complaint_rate']:.2%})", f.complaints),
+            ("feedback", "attempts", f.attempts),
+        ]  # fmt: skip
     rows.append(("total", "", report.total))
     table = _table(f"Report of {report.campaign} ({report.status})", rows)
     table.columns[0].header, table.columns[1].header = "counted by", "value"
     _out.print(table)
+    if report.status_reason:
+        line(f"{report.status.capitalize()}: {report.status_reason}")
 
 
 def rules_table(title: str, rules: Iterable[tuple[str, float, str]]) -> None:

@@ -30,6 +30,7 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"list-id",
     b"list-unsubscribe", b"list-unsubscribe",
     b"list-unsubscribe-post", b"list-unsubscribe-post",
+    b"feedback-id", b"feedback-id",  # Gmail's feedback loop trusts only a signed one
     b"mime-version",
     b"content-type",
 )  # fmt: skip

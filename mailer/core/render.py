@@ -240,6 +240,15 @@ class MessageFactory:
             self._footer_cache[key] = cached
         return cached
 
+    def _feedback_id(self, basis: str) -> list[str]:
+        """Gmail's feedback loop header, `campaign:list:basis:sender-id` (its last field is the
+        sender's id; campaign and list names have no colons), when sender.feedback_id is set."""
+        sender_id = self._settings.sender.feedback_id
+        if not sender_id:
+            return []
+        c = self._campaign
+        return [f"Feedback-ID: {c.name}:{c.list_name}:{basis}:{sender_id}"]
+
     def render(
         self, recipient: Recipient, *, basis: str, now: datetime, delivery_ref: str = ""
     ) -> RenderedMessage:
@@ -291,6 +300,7 @@ class MessageFactory:
                 "To: " + encode_address(recipient.display_name, to, utf8=not to.isascii()),
                 f"Date: {format_datetime(now)}",
                 f"Message-ID: {message_id}",
+                *self._feedback_id(basis),
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
                 f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"',
             ]

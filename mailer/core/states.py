@@ -10,6 +10,7 @@ __all__ = [
     "ConsentEvent",
     "ConsentOrigin",
     "DeliveryStatus",
+    "Feedback",
     "SuppressionReason",
 ]
 
@@ -63,3 +64,18 @@ class DeliveryStatus(StrEnum):
     UNKNOWN = "unknown"
     # Never sent: its campaign was cancelled before this row's turn.
     CANCELLED = "cancelled"
+
+
+class Feedback(StrEnum):
+    """What a receiver said about a message after it was handed over (stored on the delivery).
+
+    Ranked: a complaint outweighs a hard bounce, which outweighs a soft bounce; a delivery keeps
+    the weightiest it was told."""
+
+    SOFT_BOUNCE = "soft_bounce"
+    HARD_BOUNCE = "hard_bounce"
+    COMPLAINT = "complaint"
+
+    @property
+    def rank(self) -> int:
+        return list(Feedback).index(self)

@@ -1,9 +1,17 @@
-"""Bounces and mailto unsubscribes from a mailbox (Maildir, or IMAP over TLS).
+"""Bounces, complaints and mailto unsubscribes from a mailbox (Maildir, or IMAP over TLS).
 
 A delivery status notification (RFC 3464) says per recipient whether delivery failed for good
 (Status 5.x.x: a hard bounce, the address is suppressed) or for now (4.x.x: a soft bounce, only
-noted). A mail to the List-Unsubscribe mailto address (RFC 2369) whose subject carries our
-signed token unsubscribes that person from that list, like the one-click link.
+noted). A feedback report (ARF, RFC 5965: `multipart/report; report-type=feedback-report`, as
+Yahoo's and Microsoft's feedback loops send them) with Feedback-Type `abuse` or `fraud` is a
+complaint: the address is suppressed on every list. A mail to the List-Unsubscribe mailto
+address (RFC 2369) whose subject carries our signed token unsubscribes that person from that
+list, like the one-click link.
+
+Bounces and complaints act only on mail we sent (mailer.delivery.feedback): the report must
+name one of our deliveries by its signed VERP return path (`bounces.return_path`) or by the
+Message-ID of the original it quotes; one that does not is counted `unmatched` and changes
+nothing, whatever address it names.
 
 `classify_message` is pure; `process_mailbox` does the I/O. Each message is handled in its own
 transaction and then marked seen, so processing the same mailbox twice changes nothing.
@@ -26,19 +34,18 @@ from enum import StrEnum
 from pathlib import Path
 
 from flufl.bounce import all_failures
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine
 
 from mailer.config import BounceSettings, Settings
-from mailer.core.addresses import normalise_address
 from mailer.core.tokens import TokenSigner
+from mailer.core.verp import read_verp
+from mailer.delivery.feedback import Report, ReportKind, apply_report
 from mailer.delivery.transport import Outcome, Reply, classify
 from mailer.errors import ConfigError, ForgedToken, InputError, TransportError
-from mailer.store.models import ConsentEvent, Delivery, DeliveryStatus, SuppressionReason
-from mailer.store.suppression import add_suppression, is_suppressed
+from mailer.store.models import ConsentEvent
 
 __all__ = ["BounceReport", "Classified", "Kind", "classify_message", "process_mailbox"]
 
-_delivery = Delivery.__table__  # type: ignore[attr-defined]
 _TOKEN = re.compile(r"\bunsubscribe\s+([A-Za-z0-9_.\-]+)", re.IGNORECASE)
 _STATUS = re.compile(r"^([245])\.\d{1,3}\.\d{1,3}")
 
@@ -47,6 +54,7 @@ class Kind(StrEnum):
     HARD = "hard_bounce"  # no such mailbox (5.1.x) or disabled (5.2.1): suppressed
     FAILED = "failed"  # another permanent refusal (5.7.1 spam, 5.2.2 full): not suppressed
     SOFT = "soft_bounce"
+    COMPLAINT = "complaint"  # an ARF abuse report: suppressed on every list
     UNSUBSCRIBE = "unsubscribe"
     IGNORED = "ignored"
 
@@ -58,6 +66,9 @@ class Classified:
     status: str | None = None  # the DSN's Status field, e.g. 5.1.1
     message_id: str | None = None  # of the message that bounced
     token: str | None = None  # of a mailto unsubscribe
+    # Where a VERP return path of ours may show: the addresses the report was delivered to,
+    # the ARF Original-Mail-From, the original's Return-Path.
+    envelope: str = ""
 
 
 @dataclass
@@ -69,6 +80,8 @@ class BounceReport:
             "hard_bounce",
             "failed",
             "soft_bounce",
+            "complaint",
+            "unmatched",
             "unsubscribe",
             "forged",
             "ignored",
@@ -92,23 +105,71 @@ def _recipient_fields(msg: Message) -> Iterator[tuple[str, str]]:
                 yield recipient.split(";", 1)[1].strip().strip("<>"), status
 
 
-def _original_message_id(msg: Message) -> str | None:
+def _original_headers(msg: Message) -> Message | None:
+    """The headers of the original message a DSN or ARF report returns, if it returns them."""
     for part in msg.walk():
         kind = part.get_content_type()
-        headers: Message | None = None
         if kind == "text/rfc822-headers":
             payload = part.get_payload(decode=True)
             text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-            headers = email.message_from_string(text)
-        elif kind == "message/rfc822":
+            return email.message_from_string(text)
+        if kind == "message/rfc822":
             inner = part.get_payload()
             if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                headers = inner[0]
-        else:
-            continue
-        if headers is not None and headers.get("Message-ID"):
-            return str(headers["Message-ID"]).strip()
+                return inner[0]
     return None
+
+
+# A bounce that is no DSN (exim, qmail) often quotes the original's headers in its text.
+_QUOTED_ID = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE)
+
+
+def _original_message_id(msg: Message) -> str | None:
+    headers = _original_headers(msg)
+    if headers is not None and headers.get("Message-ID"):
+        return str(headers["Message-ID"]).strip()
+    for part in msg.walk():
+        if part.get_content_type() != "text/plain":
+            continue
+        payload = part.get_payload(decode=True)
+        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+        if found := _QUOTED_ID.search(text):
+            return found.group(1)
+    return None
+
+
+_ENVELOPE_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
+
+
+def _envelope(msg: Message, *extra: str) -> str:
+    """Every place a VERP return path of ours may show in a report (see `Classified`)."""
+    found = [str(v) for h in _ENVELOPE_HEADERS for v in msg.get_all(h, [])]
+    original = _original_headers(msg)
+    if original is not None:
+        found += [str(v) for v in original.get_all("Return-Path", [])]
+    return " ".join([*found, *extra])
+
+
+def _feedback_report(msg: Message) -> Message | None:
+    """The machine-readable part of an ARF report (RFC 5965 §3.1), or None if it is none."""
+    if msg.get_content_type() != "multipart/report":
+        return None
+    if str(msg.get_param("report-type", "")).lower() != "feedback-report":
+        return None
+    for part in msg.walk():
+        if part.get_content_type() != "message/feedback-report":
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list) and payload and isinstance(payload[0], Message):
+            return payload[0]
+        if isinstance(payload, str):
+            return email.message_from_string(payload)
+    return None
+
+
+# RFC 5965 §7.3: abuse (spam), fraud and virus are complaints about the message; not-spam and
+# auth-failure (RFC 6591, a DMARC failure report) are not.
+_COMPLAINT_TYPES = {"abuse", "fraud", "virus"}
 
 
 def _addressed_to(msg: Message, address: str) -> bool:
@@ -129,6 +190,16 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
             return Classified(Kind.UNSUBSCRIBE, token=found.group(1))
         return Classified(Kind.IGNORED)
     message_id = _original_message_id(msg)
+    feedback = _feedback_report(msg)
+    if feedback is not None:
+        kind = str(feedback.get("Feedback-Type", "")).strip().lower()
+        if kind not in _COMPLAINT_TYPES:
+            return Classified(Kind.IGNORED)
+        recipients = tuple(
+            str(r).strip().strip("<>") for r in feedback.get_all("Original-Rcpt-To", [])
+        )
+        envelope = _envelope(msg, str(feedback.get("Original-Mail-From", "")))
+        return Classified(Kind.COMPLAINT, recipients, kind, message_id, envelope=envelope)
     per_recipient = list(_recipient_fields(msg))
     # The DSN's own Status field is authoritative (RFC 3464 §2.3.4); flufl.bounce's heuristics
     # cover the many bounces that are not proper DSNs.
@@ -145,13 +216,19 @@ def classify_message(msg: Message, unsubscribe_address: str) -> Classified:
         soft = tuple(a.decode("utf-8", "replace") for a in sorted(temporary))
     statuses = {s for _r, s in per_recipient}
     status = next(iter(sorted(statuses)), None)
-    if hard:
-        return Classified(Kind.HARD, hard, status, message_id)
-    if failed:
-        return Classified(Kind.FAILED, failed, status, message_id)
-    if soft:
-        return Classified(Kind.SOFT, soft, status, message_id)
+    envelope = _envelope(msg)
+    for kind_found, addresses in ((Kind.HARD, hard), (Kind.FAILED, failed), (Kind.SOFT, soft)):
+        if addresses:
+            return Classified(kind_found, addresses, status, message_id, envelope=envelope)
     return Classified(Kind.IGNORED)
+
+
+_REPORT_KIND = {
+    Kind.HARD: ReportKind.HARD_BOUNCE,
+    Kind.FAILED: ReportKind.FAILED,
+    Kind.SOFT: ReportKind.SOFT_BOUNCE,
+    Kind.COMPLAINT: ReportKind.COMPLAINT,
+}
 
 
 def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime) -> str:
@@ -161,24 +238,17 @@ def _apply(engine: Engine, settings: Settings, found: Classified, now: datetime)
         return _unsubscribe(engine, settings, found.token or "", now)
     if found.kind is Kind.IGNORED:
         return "ignored"
-    note = f"{found.kind}: {found.status or 'no status'} (delivery status notification)"
-    with engine.begin() as conn:
-        if found.kind is Kind.HARD:
-            for raw in found.addresses:
-                try:
-                    address = normalise_address(raw)
-                except ValueError:
-                    continue
-                if not is_suppressed(conn, keys, address, "*"):
-                    add_suppression(conn, keys, address, SuppressionReason.HARD_BOUNCE, now)
-        if found.message_id:
-            values: dict[str, object] = {"smtp_reply": note}
-            if found.kind in (Kind.HARD, Kind.FAILED):
-                values["status"] = DeliveryStatus.FAILED
-            conn.execute(
-                update(_delivery).where(_delivery.c.message_id == found.message_id).values(values)
-            )
-    return str(found.kind)
+    return_path = settings.bounces.return_path
+    delivery_id = read_verp(found.envelope, return_path, keys) if return_path else None
+    source = "feedback report" if found.kind is Kind.COMPLAINT else "delivery status notification"
+    note = f"{found.kind}: {found.status or 'no status'} ({source})"
+    report = Report(
+        _REPORT_KIND[found.kind],
+        note,
+        message_ids=(found.message_id,) if found.message_id else (),
+        delivery_id=delivery_id,
+    )
+    return apply_report(engine, settings, report, now)
 
 
 def _unsubscribe(engine: Engine, settings: Settings, token: str, now: datetime) -> str:

@@ -26,7 +26,9 @@ from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes, message_ref
+from mailer.core.verp import verp_address
 from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.feedback import CampaignGuard
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
@@ -101,6 +103,7 @@ class _Sender:
         # back to the queue without waiting for a throttle turn. The database stays the judge
         # (Lane.start checks every row); this only saves the waits.
         self.stopped: set[int] = set()
+        self.guard = CampaignGuard(engine, settings)  # issue 16: pauses a campaign that hurts
 
     async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a lane's statement: in a thread on a server database, whose commits wait for
@@ -161,6 +164,14 @@ class _Sender:
             next_attempt_at=next_attempt_at,
             hard_bounce_hash=bounce_hash,
         )
+        # The guard (issue 16) marks a hard bounce and may pause the campaign; it touches the
+        # database only for a hard bounce or a re-read of the counts every few seconds.
+        hard = bounce_hash is not None
+        facts = (job.campaign_id, job.delivery_id, hard, str(reply), now)
+        if self.guard.needs_io(job.campaign_id, hard):
+            await self.in_lane(self.guard.recorded, *facts)
+        else:
+            self.guard.recorded(*facts)
         self.progress(status)
 
     async def through_breaker(self, connection: Connection) -> None:
@@ -217,9 +228,11 @@ class _Sender:
             )
             self.progress(DeliveryStatus.FAILED)
             return
-        reply = await connection.send(
-            self.settings.sender.from_address, job.recipient.email, message.data
-        )
+        envelope_from = self.settings.sender.from_address
+        if self.settings.bounces.return_path:  # VERP: a bounce names its delivery
+            envelope_from = verp_address(self.settings.bounces.return_path, job.delivery_id,
+                                         self.keys)  # fmt: skip
+        reply = await connection.send(envelope_from, job.recipient.email, message.data)
         await self.record(lane, job, attempts, reply, message.message_id)
 
 

@@ -16,6 +16,7 @@ from mailer.config import Settings
 from mailer.core.render import CampaignContent, MessageFactory, make_environment
 from mailer.core.tokens import TokenSigner
 from mailer.errors import InputError, NotFoundError
+from mailer.store.feedback import FeedbackCounts, feedback_counts
 from mailer.store.models import Campaign, Contact, Delivery
 
 __all__ = [
@@ -99,6 +100,19 @@ class CampaignReport:
     by_status: Counter[str] = field(default_factory=Counter)
     by_basis: Counter[str] = field(default_factory=Counter)
     by_skip_reason: Counter[str] = field(default_factory=Counter)
+    # Why it is paused or cancelled (a command, or the guard naming its rate and value).
+    status_reason: str | None = None
+    feedback: FeedbackCounts = FeedbackCounts()
+
+    @property
+    def rates(self) -> dict[str, float]:
+        """The guard's rates: share of attempts that hard-bounced, soft-bounced, complained."""
+        f = self.feedback
+        return {
+            "hard_bounce_rate": f.rate(f.hard_bounces),
+            "soft_bounce_rate": f.rate(f.soft_bounces),
+            "complaint_rate": f.rate(f.complaints),
+        }
 
     @property
     def total(self) -> int:
@@ -112,19 +126,31 @@ class CampaignReport:
             "by_status": dict(sorted(self.by_status.items())),
             "by_basis": dict(sorted(self.by_basis.items())),
             "by_skip_reason": dict(sorted(self.by_skip_reason.items())),
+            "status_reason": self.status_reason,
+            "attempts": self.feedback.attempts,
+            "feedback": {
+                "hard_bounce": self.feedback.hard_bounces,
+                "soft_bounce": self.feedback.soft_bounces,
+                "complaint": self.feedback.complaints,
+            },
+            "rates": {k: round(v, 6) for k, v in self.rates.items()},
         }
 
 
 def report(engine: Engine, campaign: Campaign) -> CampaignReport:
     result = CampaignReport(campaign.name)
-    status_query = select(_campaign.c.status).where(_campaign.c.id == campaign.id)
+    status_query = select(_campaign.c.status, _campaign.c.status_reason).where(
+        _campaign.c.id == campaign.id
+    )
     query = (
         select(_delivery.c.status, _delivery.c.basis, _delivery.c.skip_reason, func.count())
         .where(_delivery.c.campaign_id == campaign.id)
         .group_by(_delivery.c.status, _delivery.c.basis, _delivery.c.skip_reason)
     )
     with engine.connect() as conn:
-        result.status = conn.execute(status_query).scalar_one()
+        result.status, result.status_reason = conn.execute(status_query).one()
+        assert campaign.id is not None
+        result.feedback = feedback_counts(conn, campaign.id)
         for status, basis, skip_reason, count in conn.execute(query):
             result.by_status[status] += count
             if basis:

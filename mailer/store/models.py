@@ -37,6 +37,7 @@ __all__ = [
     "Suppression",
     "SuppressionKey",
     "SuppressionReason",
+    "WebhookEvent",
 ]
 
 
@@ -166,6 +167,9 @@ class Campaign(SQLModel, table=True):
     # Why and when it was paused or cancelled (by whom: a command, or the guard with its rate).
     status_reason: str | None = Field(default=None, max_length=300)
     status_changed_at: datetime | None = Field(default=None, sa_column=_utc_column())
+    # Set when the guard paused the campaign: the last delivery it had judged. After a resume
+    # the guard judges only the deliveries after it (the user decided the old ones were fine).
+    guard_judged_to: int | None = None
 
 
 class Delivery(SQLModel, table=True):
@@ -186,11 +190,16 @@ class Delivery(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime | None = Field(default=None, sa_column=_utc_column())
     smtp_reply: str | None = Field(default=None, max_length=1000)
-    message_id: str | None = Field(default=None, max_length=200)
+    # Indexed: a bounce or complaint is matched to its delivery by the Message-ID it quotes.
+    message_id: str | None = Field(default=None, max_length=200, index=True)
     sent_at: datetime | None = Field(default=None, sa_column=_utc_column())
     # The worker that claimed the row, and until when its claim holds without a renewal.
     lease_owner: str | None = Field(default=None, max_length=200)
     lease_until: datetime | None = Field(default=None, sa_column=_utc_column())
+    # What the world said about the message after the send (mailer.delivery.feedback): a hard
+    # or soft bounce or a complaint, from the SMTP reply, the bounce mailbox or a relay's webhook.
+    feedback: str | None = Field(default=None, max_length=16)
+    feedback_at: datetime | None = Field(default=None, sa_column=_utc_column())
 
 
 class SendRate(SQLModel, table=True):
@@ -235,3 +244,18 @@ class ScheduleOutcome(SQLModel, table=True):
     due_at: datetime | None = Field(default=None, sa_column=_utc_column())
     at: datetime = Field(sa_column=_utc_column(nullable=False))
     detail: str | None = Field(default=None, max_length=300)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """Relay webhook calls already handled (mailer.delivery.feedback): a provider's retry of the
+    same event, or a replayed Mailgun token, is recognised and changes nothing twice."""
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (UniqueConstraint("provider", "event_key", name="uq_webhook_event_once"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=16)
+    # The provider's id of the event (Postmark record id, SNS MessageId, Mailgun token), hashed:
+    # 64 characters whatever the provider sends.
+    event_key: str = Field(max_length=64)
+    at: datetime = Field(sa_column=_utc_column(nullable=False, index=True))

@@ -92,7 +92,9 @@ def serve_for(config: Path, seconds: float) -> None:
 def test_a_second_run_of_a_campaign_that_is_running_is_refused(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
-    config = write_project(tmp_path, sink, rate=20, recipients=60)
+    # 10 s of sending: the second `mailer` must start while the first still runs, and a
+    # process start alone takes 3-5 s on a loaded 2-core machine (60 at 20/s was often over).
+    config = write_project(tmp_path, sink, rate=20, recipients=200)
     first = subprocess.Popen(
         [MAILER, "--config", str(config), "campaign", "send", "weekly"],
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -26,7 +26,7 @@ from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes
-from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
@@ -88,7 +88,7 @@ class _Sender:
         self.keys = settings.require_secret_keys()
         self.signer = TokenSigner(self.keys)
         self.env = make_environment(settings)
-        self.dkim = load_signing_key(settings)  # read and checked once, before the first message
+        self.dkim = load_signing_keys(settings)  # read, parsed and checked once, up front
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
         t = settings.throttle
         self.rate = SharedRate(engine)

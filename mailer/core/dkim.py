@@ -132,8 +132,7 @@ def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     if end != -1 and message.count(b"\n") == message.count(b"\r\n"):
         # CRLF throughout (what we render): the body is the rest as it is, not split and
         # joined again line by line (which was most of the cost of signing a message).
-        headers, _ = _parse(message[: end + 2])
-        return headers, message[end + 4 :]
+        return _parse(message[: end + 2])[0], message[end + 4 :]
     lines = _LINE_END.split(message)
     headers: list[list[bytes]] = []
     index = 0

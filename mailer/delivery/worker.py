@@ -24,7 +24,7 @@ from sqlmodel import Session
 from mailer.config import Settings
 from mailer.core.breaker import Breaker
 from mailer.core.render import MessageFactory, make_environment
-from mailer.core.throttle import Throttle, backoff_delay
+from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes
 from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
@@ -92,7 +92,13 @@ class _Sender:
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
         t = settings.throttle
         self.rate = SharedRate(engine)
-        self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute, slots=self.rate)
+        # Slots come from blocks booked in the database (one statement per block): a worker
+        # cannot know it stays alone, as a `mailer worker` elsewhere may join at any time.
+        self.throttle = Throttle(
+            t.messages_per_second,
+            t.per_domain_per_minute,
+            slots=BlockSlots(self.rate.reserve, _monotonic),
+        )
         self.breaker = Breaker()
         self.offload = engine.dialect.name != "sqlite"
         self.outcomes: Counter[str] = Counter()

@@ -12,6 +12,7 @@ one SMTP connection and send from it, and one task renews the lease on what is h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from mailer.config import Settings
-from mailer.core.breaker import Breaker
+from mailer.core.breaker import Breaker, BreakerState
 from mailer.core.render import MessageFactory, make_environment
 from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes
@@ -31,6 +32,7 @@ from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
 from mailer.store.ledger import DueDelivery, Lane, Ledger, TakeOver
+from mailer.store.ledger import Outcome as StoredOutcome
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
 
@@ -134,9 +136,10 @@ class _Sender:
         if self.on_progress is not None:
             self.on_progress(status)
 
-    async def record(
-        self, lane: Lane, job: DueDelivery, attempts: int, reply: Reply, message_id: str
-    ) -> None:
+    def record(
+        self, job: DueDelivery, attempts: int, reply: Reply, message_id: str
+    ) -> tuple[StoredOutcome, str | None]:
+        """What a reply means for the row: its outcome, and the address hash on a hard bounce."""
         now = self.clock()
         outcome = classify(reply)
         next_attempt_at = None
@@ -152,17 +155,26 @@ class _Sender:
         if outcome is Outcome.HARD_BOUNCE:
             bounce_hash = address_hashes(job.recipient.email, self.keys)[0]
         self.breaker.record(outcome is Outcome.RETRY, _monotonic())
+        stored = StoredOutcome(
+            job.delivery_id, status, str(reply), message_id, now, next_attempt_at
+        )
+        return stored, bounce_hash
+
+    async def write(
+        self, lane: Lane, outcome: StoredOutcome, bounce_hash: str | None = None
+    ) -> None:
+        """Write an outcome on its own (when no next message can carry it)."""
         await self.in_lane(
             lane.record,
-            job.delivery_id,
-            status=status,
-            smtp_reply=str(reply),
-            message_id=message_id,
-            at=now,
-            next_attempt_at=next_attempt_at,
+            outcome.delivery_id,
+            status=outcome.status,
+            smtp_reply=outcome.smtp_reply,
+            message_id=outcome.message_id,
+            at=outcome.at,
+            next_attempt_at=outcome.next_attempt_at,
             hard_bounce_hash=bounce_hash,
         )
-        self.progress(status)
+        self.progress(outcome.status)
 
     async def through_breaker(self, connection: Connection) -> None:
         """Wait while the server looks down; one task probes it with a connection, no message."""
@@ -180,17 +192,36 @@ class _Sender:
             else:
                 await asyncio.sleep(wait)
 
-    async def deliver(self, job: DueDelivery, connection: Connection, lane: Lane) -> None:
+    async def deliver(
+        self,
+        job: DueDelivery,
+        connection: Connection,
+        lane: Lane,
+        previous: StoredOutcome | None = None,
+    ) -> StoredOutcome | None:
+        """Send one message; return its outcome still to be written, or None if written.
+
+        `previous` is the unwritten outcome of this connection's last message: it is written
+        in the one commit that marks this row `sending` (at most one commit per message, and
+        still at most one row of this connection in doubt after a crash).
+        """
+        if previous is not None and self.breaker.state is not BreakerState.CLOSED:
+            await self.write(lane, previous)  # the wait may be long: do not hold it meanwhile
+            previous = None
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
         hashes = address_hashes(job.recipient.email, self.keys)
-        attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
+        attempts = await self.in_lane(
+            lane.start, job, campaign.list_name, hashes, previous=previous
+        )
+        if previous is not None:
+            self.progress(previous.status)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)
-            return
+            return None
         if not isinstance(attempts, int):
-            return  # the lease was lost: the row is another worker's now
+            return None  # the lease was lost: the row is another worker's now
         try:
             message = factory.render(
                 job.recipient,
@@ -201,20 +232,19 @@ class _Sender:
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL
             # that is not https) fails that delivery, not the run.
-            await self.in_lane(
-                lane.record,
-                job.delivery_id,
-                status=DeliveryStatus.FAILED,
-                smtp_reply=f"not sent: {bad}",
-                message_id="",
-                at=self.clock(),
+            failed = StoredOutcome(
+                job.delivery_id, DeliveryStatus.FAILED, f"not sent: {bad}", "", self.clock()
             )
-            self.progress(DeliveryStatus.FAILED)
-            return
+            await self.write(lane, failed)
+            return None
         reply = await connection.send(
             self.settings.sender.from_address, job.recipient.email, message.data
         )
-        await self.record(lane, job, attempts, reply, message.message_id)
+        outcome, bounce_hash = self.record(job, attempts, reply, message.message_id)
+        if bounce_hash is not None:  # the suppression goes with it, in its own transaction
+            await self.write(lane, outcome, bounce_hash)
+            return None
+        return outcome
 
 
 class _Loop:
@@ -287,16 +317,32 @@ class _Loop:
 
     async def consume(self, connection: Connection) -> None:
         lane = self.ledger.lane()
+        pending: StoredOutcome | None = None  # the last outcome, written with the next start
         try:
             while (job := await self.queue.get()) is not None:
                 if self.queue.qsize() < self.connections:
                     self.room.set()
                 try:
                     if not self.stop.is_set():  # when stopping, the rest is given back
-                        await self.sender.deliver(job, connection, lane)
+                        pending = await self.sender.deliver(job, connection, lane, pending)
+                    if pending is not None and (self.queue.empty() or self.stop.is_set()):
+                        # No next message at hand: write it now, so the queue is not seen
+                        # empty with an outcome still unwritten.
+                        outcome, pending = pending, None
+                        await self.sender.write(lane, outcome)
                 finally:
                     self.queue.task_done()
+            if pending is not None:
+                outcome, pending = pending, None
+                await self.sender.write(lane, outcome)
         finally:
+            if pending is not None:  # failing or cancelled: write it if the database lets us
+                with contextlib.suppress(Exception):
+                    lane.record(
+                        pending.delivery_id, status=pending.status, at=pending.at,
+                        smtp_reply=pending.smtp_reply, message_id=pending.message_id,
+                        next_attempt_at=pending.next_attempt_at,
+                    )  # fmt: skip
             lane.close()
             await connection.close()
 

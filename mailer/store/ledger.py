@@ -50,7 +50,7 @@ from mailer.store.models import (
 from mailer.store.prepared import Prepared
 from mailer.store.runlock import is_dead_local_process, owner_name
 
-__all__ = ["DueDelivery", "Ledger", "TakeOver"]
+__all__ = ["DueDelivery", "Ledger", "Outcome", "TakeOver"]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
@@ -68,6 +68,45 @@ class DueDelivery:
     campaign_id: int
     basis: str
     recipient: Recipient
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A reply's outcome for one row, to be written (`Lane.record`, or with `Lane.start`)."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    smtp_reply: str
+    message_id: str
+    at: datetime
+    next_attempt_at: datetime | None = None
+
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            prefix + "delivery_id": self.delivery_id,
+            prefix + "status": self.status,
+            prefix + "smtp_reply": self.smtp_reply[:1000],
+            prefix + "message_id": self.message_id,
+            prefix + "sent_at": self.at if self.status is DeliveryStatus.SENT else None,
+            prefix + "next_attempt_at": self.next_attempt_at,
+        }
+
+
+def _record_statement(prefix: str = "") -> Any:
+    d = _delivery.c
+    return (
+        update(_delivery)
+        .where(d.id == bindparam(prefix + "delivery_id"))
+        .values(
+            status=bindparam(prefix + "status"),
+            smtp_reply=bindparam(prefix + "smtp_reply"),
+            message_id=bindparam(prefix + "message_id"),
+            sent_at=bindparam(prefix + "sent_at", type_=d.sent_at.type),
+            next_attempt_at=bindparam(prefix + "next_attempt_at", type_=d.next_attempt_at.type),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,14 +166,14 @@ class Ledger:
             c.id.in_(bindparam("ids", expanding=True))
         )
         dialect = self._conn.dialect
-        self.start_sql = Prepared(
+        start = (
             update(_delivery)
             .where(mine, ~suppressed)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
-            .returning(d.attempts),
-            dialect,
+            .returning(d.attempts)
         )
-        self.suppress = (
+        self.start_sql = Prepared(start, dialect)
+        self.suppress = Prepared(
             update(_delivery)
             .where(mine, suppressed)
             .values(
@@ -142,21 +181,20 @@ class Ledger:
                 skip_reason=SkipReason.SUPPRESSED,
                 lease_owner=None,
                 lease_until=None,
-            )
-        )
-        self.record_sql = Prepared(
-            update(_delivery)
-            .where(d.id == bindparam("delivery_id"))
-            .values(
-                status=bindparam("status"),
-                smtp_reply=bindparam("smtp_reply"),
-                message_id=bindparam("message_id"),
-                sent_at=bindparam("sent_at", type_=d.sent_at.type),
-                next_attempt_at=bindparam("next_attempt_at", type_=d.next_attempt_at.type),
-                lease_owner=None,
-                lease_until=None,
             ),
             dialect,
+        )
+        self.record_sql = Prepared(_record_statement(), dialect)
+        # One durable commit per message: the outcome of a connection's last message and the
+        # start of its next go in one transaction. PostgreSQL runs both in one statement (a
+        # data-modifying CTE runs to completion whether or not the rest reads it); SQLite,
+        # which has no such CTE, in one BEGIN ... COMMIT on its own connection.
+        self.record_then_start_sql = (
+            Prepared(
+                start.add_cte(_record_statement("r_").returning(d.id).cte("recorded")), dialect
+            )
+            if dialect.name == "postgresql"
+            else None
         )
 
     @classmethod
@@ -328,32 +366,62 @@ class Ledger:
 class Lane:
     """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
 
-    A lane has its own autocommit connection: each statement is its own transaction, one
-    round trip instead of three, and a worker can run one lane's statements in a thread while
-    its other connections talk SMTP (on PostgreSQL each of these commits waits for the disk).
+    A lane has its own autocommit connection, used through its DB-API cursor with statements
+    compiled once (SQLAlchemy's per-execution work cost more than the SQL): each statement is
+    its own transaction, and a worker can run one lane's statements in a thread while its
+    other connections talk SMTP (on PostgreSQL each commit waits for the disk). `start` can
+    write the outcome of the lane's previous message in the same commit.
     """
 
     def __init__(self, ledger: Ledger, engine: Engine) -> None:
         self._ledger = ledger
         self._engine = engine
         self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
-    def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
+    def start(
+        self,
+        job: DueDelivery,
+        list_name: str,
+        hashes: Sequence[str],
+        *,
+        previous: Outcome | None = None,
+    ) -> int | str | None:
         """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
 
+        With `previous` (the outcome of this connection's last message) both are written in
+        one transaction: a crash leaves one row of this connection in doubt, never two.
         Returns the attempt number, `"suppressed"` if the person was suppressed meanwhile (the
         row is marked so), or None if the row is no longer this worker's (its lease was lost).
         """
+        ledger, cursor = self._ledger, self._cursor
         params = {
             "delivery_id": job.delivery_id,
-            "owner": self._ledger.owner,
+            "owner": ledger.owner,
             "list_name": list_name,
-            **dict(zip(self._ledger.hash_params, hashes, strict=True)),
+            **dict(zip(ledger.hash_params, hashes, strict=True)),
         }
-        started = self._ledger.start_sql.run(self._conn, params).first()
-        if started is not None:
-            return int(started[0])
-        if self._conn.execute(self._ledger.suppress, params).rowcount:
+        if previous is None:
+            started = ledger.start_sql.fetch(cursor, params)
+        elif ledger.record_then_start_sql is not None:
+            both = {**params, **previous.params("r_")}
+            started = ledger.record_then_start_sql.fetch(cursor, both)
+        else:
+            cursor.execute("BEGIN IMMEDIATE")  # SQLite: take the write lock now, not halfway
+            try:
+                ledger.record_sql.execute(cursor, previous.params())
+                started = ledger.start_sql.fetch(cursor, params)
+                suppressed = not started and ledger.suppress.execute(cursor, params)
+                cursor.execute("COMMIT")
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            if started:
+                return int(started[0][0])
+            return DeliveryStatus.SUPPRESSED.value if suppressed else None
+        if started:
+            return int(started[0][0])
+        if ledger.suppress.execute(cursor, params):
             return DeliveryStatus.SUPPRESSED.value
         return None
 
@@ -369,19 +437,12 @@ class Lane:
         hard_bounce_hash: str | None = None,
     ) -> None:
         """Store a reply's outcome; a hard bounce also suppresses the address, atomically."""
-        outcome = {
-            "delivery_id": delivery_id,
-            "status": status,
-            "smtp_reply": smtp_reply[:1000],
-            "message_id": message_id,
-            "sent_at": at if status is DeliveryStatus.SENT else None,
-            "next_attempt_at": next_attempt_at,
-        }
+        outcome = Outcome(delivery_id, status, smtp_reply, message_id, at, next_attempt_at)
         if hard_bounce_hash is None:
-            self._ledger.record_sql.run(self._conn, outcome)
+            self._ledger.record_sql.execute(self._cursor, outcome.params())
             return
         with self._engine.begin() as conn:  # rare: both or neither
-            self._ledger.record_sql.run(conn, outcome)
+            self._ledger.record_sql.run(conn, outcome.params())
             conn.execute(
                 _suppression.insert().values(
                     address_hash=hard_bounce_hash,
@@ -392,4 +453,5 @@ class Lane:
             )
 
     def close(self) -> None:
+        self._cursor.close()
         self._conn.close()

@@ -43,3 +43,13 @@ class Prepared:
 
     def run(self, conn: Connection, values: Mapping[str, Any]) -> CursorResult[Any]:
         return conn.exec_driver_sql(self.sql, self.params(values))
+
+    def execute(self, cursor: Any, values: Mapping[str, Any]) -> int:
+        """Run on a DB-API cursor (no SQLAlchemy per call at all); the rows changed."""
+        cursor.execute(self.sql, self.params(values))
+        return int(cursor.rowcount)
+
+    def fetch(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """Run on a DB-API cursor and return every row (RETURNING)."""
+        cursor.execute(self.sql, self.params(values))
+        return list(cursor.fetchall())

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     exists,
     func,
     or_,
@@ -186,15 +187,31 @@ class Ledger:
         )
         self.record_sql = Prepared(_record_statement(), dialect)
         # One durable commit per message: the outcome of a connection's last message and the
-        # start of its next go in one transaction. PostgreSQL runs both in one statement (a
-        # data-modifying CTE runs to completion whether or not the rest reads it); SQLite,
-        # which has no such CTE, in one BEGIN ... COMMIT on its own connection.
-        self.record_then_start_sql = (
-            Prepared(
-                start.add_cte(_record_statement("r_").returning(d.id).cte("recorded")), dialect
+        # start of its next are one UPDATE of both rows (one statement, one transaction, on
+        # SQLite and PostgreSQL alike), each column taking the value its row needs.
+        last = d.id == bindparam("r_delivery_id")
+
+        def pick(recorded: Any, started: Any) -> Any:
+            return case((last, recorded), else_=started)
+
+        self.record_then_start_sql = Prepared(
+            update(_delivery)
+            .where(or_(last, and_(mine, ~suppressed)))
+            .values(
+                status=pick(bindparam("r_status"), DeliveryStatus.SENDING.value),
+                attempts=pick(d.attempts, d.attempts + 1),
+                smtp_reply=pick(bindparam("r_smtp_reply"), d.smtp_reply),
+                message_id=pick(bindparam("r_message_id"), d.message_id),
+                sent_at=pick(bindparam("r_sent_at", type_=d.sent_at.type), d.sent_at),
+                next_attempt_at=pick(
+                    bindparam("r_next_attempt_at", type_=d.next_attempt_at.type),
+                    d.next_attempt_at,
+                ),
+                lease_owner=pick(None, d.lease_owner),
+                lease_until=pick(None, d.lease_until),
             )
-            if dialect.name == "postgresql"
-            else None
+            .returning(d.id, d.attempts),
+            dialect,
         )
 
     @classmethod
@@ -403,22 +420,10 @@ class Lane:
         }
         if previous is None:
             started = ledger.start_sql.fetch(cursor, params)
-        elif ledger.record_then_start_sql is not None:
-            both = {**params, **previous.params("r_")}
-            started = ledger.record_then_start_sql.fetch(cursor, both)
         else:
-            cursor.execute("BEGIN IMMEDIATE")  # SQLite: take the write lock now, not halfway
-            try:
-                ledger.record_sql.execute(cursor, previous.params())
-                started = ledger.start_sql.fetch(cursor, params)
-                suppressed = not started and ledger.suppress.execute(cursor, params)
-                cursor.execute("COMMIT")
-            except BaseException:
-                cursor.execute("ROLLBACK")
-                raise
-            if started:
-                return int(started[0][0])
-            return DeliveryStatus.SUPPRESSED.value if suppressed else None
+            both = {**params, **previous.params("r_")}
+            rows = ledger.record_then_start_sql.fetch(cursor, both)
+            started = [row[1:] for row in rows if row[0] == job.delivery_id]
         if started:
             return int(started[0][0])
         if ledger.suppress.execute(cursor, params):

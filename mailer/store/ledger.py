@@ -4,9 +4,11 @@ A worker claims due rows of running campaigns in batches (`SELECT ... FOR UPDATE
 on PostgreSQL; SQLite serialises writers anyway), marking them `claimed` under its name with a
 lease. Just before a message is handed to the server its row becomes `sending` (re-checking
 suppression, and only if the claim is still this worker's); the reply's outcome is recorded
-right after. When a worker stops, its claims go back to `queued` and its `sending` rows become
-`unknown` (they may have arrived: never resent); when it dies, another worker does the same once
-the lease has expired, or at once if the dead owner was a process on its own host.
+in the same statement that starts the connection's next row (one commit per message), or on
+its own when there is no next row at hand. When a worker stops, its claims go back to
+`queued` and its `sending` rows become `unknown` (they may have arrived: never resent); when
+it dies, another worker does the same once the lease has expired, or at once if the dead
+owner was a process on its own host.
 
 Per-message statements are compiled once per worker and run on one connection it holds: this is
 per-message work, and it must stay cheap next to SMTP.

@@ -17,11 +17,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import Engine
 
 from mailer.core.dkim import SIGNED_HEADERS, SigningKey, sign_message
 from mailer.delivery.dkimkeys import generate_key_pair, load_signing_keys
+from mailer.delivery.sink import SmtpSink
 from mailer.errors import ConfigError
 from tests.conftest import make_settings
+from tests.factories import add_contact
+from tests.sending_support import NOW, send, subscribed
 
 _RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 _RSA_PEM = _RSA.private_bytes(
@@ -167,3 +171,21 @@ def test_a_second_key_under_the_first_selector_is_refused(tmp_path: Path) -> Non
     settings_, _records = _dual_settings(tmp_path, second_selector="rsa")
     with pytest.raises(ConfigError, match='"dkim.second_selector": the second key needs its own'):
         load_signing_keys(settings_)
+
+
+def test_a_campaign_sent_with_dual_signing_arrives_with_both_signatures_valid(
+    tmp_path: Path, engine: Engine, sink: SmtpSink, db_url: str
+) -> None:
+    dual, records = _dual_settings(tmp_path)
+    settings_ = make_settings(db_url, smtp={"port": sink.port}, dkim=dict(dual.dkim))
+    for n in range(4):
+        add_contact(engine, settings_, f"p{n}@example.nl", at=NOW, consents=subscribed())
+    send(engine, settings_, "nov")
+
+    def lookup(name: bytes, timeout: int = 5) -> bytes:
+        return records[name]
+
+    assert len(sink.messages) == 4
+    for message in sink.messages:  # RSA is signed in a worker thread, Ed25519 inline
+        assert dkim.DKIM(message.data).verify(idx=0, dnsfunc=lookup)
+        assert dkim.DKIM(message.data).verify(idx=1, dnsfunc=lookup)

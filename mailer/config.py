@@ -279,11 +279,18 @@ class DkimSettings(_Section):
     domain: str
     private_key_file: str = Field(min_length=1)
     algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    # RFC 8463 §6: also sign with a second key (usually ed25519 beside rsa), under its own
+    # selector: receivers that know ed25519 check that one, the others the first.
+    second_selector: str | None = None
+    second_private_key_file: str | None = Field(default=None, min_length=1)
+    second_algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "ed25519-sha256"
 
-    @field_validator("selector", "domain")
+    @field_validator("selector", "domain", "second_selector")
     @classmethod
-    def _dns_name(cls, value: str) -> str:
+    def _dns_name(cls, value: str | None) -> str | None:
         # Both end up in a DNS name (selector._domainkey.domain) and in the signature header.
+        if value is None:
+            return None
         if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", value):
             raise ValueError("must be a DNS name: letters, digits, '-', '_' and dots")
         return value.lower()

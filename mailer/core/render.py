@@ -183,13 +183,14 @@ class MessageFactory:
         settings: Settings,
         campaign: CampaignContent,
         unsubscribe_token: Any,
-        dkim: SigningKey | None = None,
+        dkim: SigningKey | Sequence[SigningKey] | None = None,
     ) -> None:
         self._env = env
         self._settings = settings
         self._campaign = campaign
         self._token = unsubscribe_token  # (contact_id, list_name, basis, email) -> str
-        self._dkim = dkim  # loaded once per campaign by the caller; None without [dkim]
+        # Loaded and parsed once per campaign by the caller; None (or none) without [dkim].
+        self._dkim = dkim or None
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
         sender = settings.sender
@@ -316,7 +317,7 @@ class MessageFactory:
             ]
         )
         if self._dkim is not None:
-            data = sign_message(data, self._dkim)
+            data = sign_message(data, self._dkim, timestamp=int(now.timestamp()))
         return RenderedMessage(message_id, data, unsubscribe_url)
 
 

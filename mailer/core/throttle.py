@@ -2,18 +2,29 @@
 
 The arithmetic (`TokenBucket.reserve`, `backoff_delay`) is pure: it takes the time and returns
 a time. `Throttle` books its slots in a `SlotBook`: `LocalSlots` keeps the buckets in memory
-with an injected clock, so tests can drive it without waiting; `mailer.store.sharedrate.SharedRate`
-keeps them in the database, so all workers on all hosts share one rate. Concurrency is capped
-by the number of sending connections (`smtp.max_connections`) per worker.
+with an injected clock, so tests can drive it without waiting; `BlockSlots` hands out slots
+from blocks it reserves in a shared book (`mailer.store.sharedrate.SharedRate`, in the
+database), so all workers on all hosts share one rate while a worker makes one round trip per
+block instead of one per message. Concurrency is capped by the number of sending connections
+(`smtp.max_connections`) per worker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-__all__ = ["GLOBAL_KEY", "LocalSlots", "SlotBook", "Throttle", "TokenBucket", "backoff_delay"]
+__all__ = [
+    "GLOBAL_KEY",
+    "BlockSlots",
+    "LocalSlots",
+    "SlotBook",
+    "Throttle",
+    "TokenBucket",
+    "backoff_delay",
+]
 
 GLOBAL_KEY = "*"  # the bucket of the global rate; a domain's bucket is keyed "@domain"
 
@@ -67,6 +78,50 @@ class LocalSlots:
             bucket = self._buckets[key] = TokenBucket(1.0 / interval)
         now = self._clock()
         return bucket.reserve(now) - now
+
+
+# reserve(key, interval, count) books `count` consecutive slots `interval` s apart and returns
+# the seconds from now until the first (SharedRate.reserve).
+Reserve = Callable[[str, float, int], float]
+
+
+class BlockSlots:
+    """Slots taken from blocks reserved in a shared book: one reservation per block.
+
+    A block holds the slots of `block_seconds` (at least one), consecutive and `interval`
+    apart, and nobody else books inside it; so the slots of all workers together are still
+    spaced `interval` apart. A slot that went by more than `late` seconds ago unused is
+    dropped (another worker's slot may come right after it): a message sent at most `late`
+    after its slot keeps any one-second window under rate * (1 + late) + 1 messages.
+    """
+
+    def __init__(
+        self,
+        reserve: Reserve,
+        clock: Callable[[], float],
+        *,
+        block_seconds: float = 0.25,
+        late: float = 0.05,
+        most: int = 500,
+    ) -> None:
+        self._reserve = reserve
+        self._clock = clock
+        self._block_seconds = block_seconds
+        self._late = late
+        self._most = most
+        self._blocks: dict[str, tuple[float, int]] = {}  # key -> (next slot, slots left)
+
+    def delay(self, key: str, interval: float) -> float:
+        now = self._clock()
+        slot, left = self._blocks.get(key, (0.0, 0))
+        if left and slot < now - self._late:
+            passed = math.ceil((now - self._late - slot) / interval)
+            slot, left = slot + passed * interval, left - passed
+        if left <= 0:
+            count = min(self._most, max(1, int(self._block_seconds / interval)))
+            slot, left = now + self._reserve(key, interval, count), count
+        self._blocks[key] = (slot + interval, left - 1)
+        return slot - now
 
 
 class Throttle:

@@ -1,14 +1,17 @@
-"""DKIM keys: read and check the key of `[dkim]` once per campaign, and make a key pair to publish.
+"""DKIM keys: read and check the keys of `[dkim]` once per campaign, and make a key pair to publish.
 
 The signing itself is pure and lives in mailer.core.dkim; this module is the file I/O around it.
+Each key is parsed into a `cryptography` key object here, once, so a message costs only its
+signature (parsing a PEM key per message would cost more than signing with it).
 
-Key files are what dkimpy reads: RSA as a PEM "RSA PRIVATE KEY" (PKCS#1), ed25519 (RFC 8463)
-as the base64 of the 32-byte seed.
+Key files are what dkimpy and OpenDKIM read: RSA as a PEM private key (PKCS#1 "RSA PRIVATE
+KEY", or PKCS#8), ed25519 (RFC 8463) as the base64 of the 32-byte seed.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,23 +19,28 @@ from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-from dkim.crypto import parse_pem_private_key
 
 from mailer.config import Settings
-from mailer.core.dkim import Algorithm, SigningKey, sign_message
+from mailer.core.dkim import Algorithm, PrivateKey, SigningKey, sign_message
 from mailer.errors import ConfigError, InputError
 
-__all__ = ["GeneratedKey", "generate_key_pair", "load_signing_key"]
+__all__ = ["GeneratedKey", "generate_key_pair", "load_signing_key", "load_signing_keys"]
 
 _PROBE = b"From: probe@example.invalid\r\nSubject: probe\r\n\r\nprobe\r\n"
 _MIN_RSA_BITS = 1024  # RFC 8301 §3.2: verifiers must reject smaller keys; we generate 2048
 
 
 def load_signing_key(settings: Settings) -> SigningKey | None:
-    """The key of `[dkim]`, read and test-signed once; None when DKIM is not configured."""
+    """The first key of `[dkim]`, read and test-signed once; None when DKIM is not configured."""
+    keys = load_signing_keys(settings)
+    return keys[0] if keys else None
+
+
+def load_signing_keys(settings: Settings) -> tuple[SigningKey, ...]:
+    """Every key of `[dkim]` (one, or two for dual signing), read and test-signed once."""
     config = settings.dkim
     if config is None:
-        return None
+        return ()
     sender_domain = settings.sender.domain
     if sender_domain != config.domain and not sender_domain.endswith("." + config.domain):
         # DMARC (RFC 7489 §3.1.1) passes on DKIM only when d= aligns with the From domain.
@@ -42,48 +50,88 @@ def load_signing_key(settings: Settings) -> SigningKey | None:
             file=settings.source,
             key="dkim.domain",
         )
-    path = Path(config.private_key_file)
+    keys = [
+        _load(config.selector, config.domain, config.algorithm, config.private_key_file,
+              settings.source, "dkim.private_key_file")
+    ]  # fmt: skip
+    if (config.second_selector is None) != (config.second_private_key_file is None):
+        missing = "second_selector" if config.second_selector is None else "second_private_key_file"
+        raise ConfigError(
+            "a second signature needs both second_selector and second_private_key_file.",
+            file=settings.source,
+            key=f"dkim.{missing}",
+        )
+    if config.second_selector is not None and config.second_private_key_file is not None:
+        if config.second_selector == config.selector:
+            # One key per selector: a selector holding two TXT records fails to verify.
+            raise ConfigError(
+                "the second key needs its own selector, not the first one's.",
+                file=settings.source,
+                key="dkim.second_selector",
+            )
+        keys.append(
+            _load(config.second_selector, config.domain, config.second_algorithm,
+                  config.second_private_key_file, settings.source,
+                  "dkim.second_private_key_file")
+        )  # fmt: skip
+    return tuple(keys)
+
+
+def _load(
+    selector: str, domain: str, algorithm: Algorithm, file: str, source: str, setting: str
+) -> SigningKey:
+    path = Path(file)
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f'the private key file "{path}" does not exist; create a key pair with '
             "`mailer dkim keygen`.",
-            file=settings.source,
-            key="dkim.private_key_file",
+            file=source,
+            key=setting,
         ) from None
     except OSError as exc:
         raise ConfigError(
             f'the private key file "{path}" cannot be read: {exc.strerror or exc}.',
-            file=settings.source,
-            key="dkim.private_key_file",
+            file=source,
+            key=setting,
         ) from None
-    key = SigningKey(config.selector, config.domain, config.algorithm, data.strip() + b"\n")
-    _check_key(key, path, settings.source)
+    # The exception texts are not shown: they could quote part of the key.
+    expected = "a PEM RSA private key" if algorithm == "rsa-sha256" else "an ed25519 key"
+    problem = f'the private key file "{path}" does not hold {expected} for "{algorithm}"'
+    private = _parse_key(data.strip(), algorithm)
+    if private is None:
+        raise ConfigError(problem + ".", file=source, key=setting)
+    if isinstance(private, rsa.RSAPrivateKey) and private.key_size < _MIN_RSA_BITS:
+        raise ConfigError(
+            f"{problem}: the RSA key has {private.key_size} bits; receivers refuse fewer than "
+            "1024. Generate a 2048-bit key with `mailer dkim keygen`.",
+            file=source,
+            key=setting,
+        )
+    key = SigningKey(selector, domain, algorithm, private)
+    try:
+        # Sign a probe now, so a damaged key fails before the first recipient, not at it.
+        sign_message(_PROBE, key)
+    except Exception:
+        raise ConfigError(problem + ".", file=source, key=setting) from None
     return key
 
 
-def _check_key(key: SigningKey, path: Path, source: str) -> None:
-    # Sign a probe now, so a wrong or damaged key fails before the first recipient, not at it.
-    # The exception text is not shown: it could quote part of the key.
-    expected = "a PEM RSA private key" if key.algorithm == "rsa-sha256" else "an ed25519 key"
-    problem = f'the private key file "{path}" does not hold {expected} for "{key.algorithm}"'
-    if key.algorithm == "rsa-sha256":
+def _parse_key(data: bytes, algorithm: Algorithm) -> PrivateKey | None:
+    if algorithm == "rsa-sha256":
         try:
-            bits = parse_pem_private_key(key.private_key)["modulus"].bit_length()
-        except Exception:  # dkimpy raises several unrelated types for a damaged key
-            raise ConfigError(problem + ".", file=source, key="dkim.private_key_file") from None
-        if bits < _MIN_RSA_BITS:
-            raise ConfigError(
-                f"{problem}: the RSA key has {bits} bits; receivers refuse fewer than 1024. "
-                "Generate a 2048-bit key with `mailer dkim keygen`.",
-                file=source,
-                key="dkim.private_key_file",
-            )
+            loaded = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            return None
+        return loaded if isinstance(loaded, rsa.RSAPrivateKey) else None
     try:
-        sign_message(_PROBE, key)
-    except Exception:
-        raise ConfigError(problem + ".", file=source, key="dkim.private_key_file") from None
+        seed = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    if len(seed) != 32:
+        return None
+    return ed25519.Ed25519PrivateKey.from_private_bytes(seed)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,10 @@
 """Running a campaign: plan it into the ledger, then have it sent by workers until it is done.
 
-Each row is claimed by a worker, marked `sending` in its own short transaction just before its
-message is handed to the server, and recorded right after the reply. A run that is killed
-therefore leaves at most one row in doubt per connection; the next run marks those `unknown`
-instead of re-sending them, and sends everything still queued. The unique (campaign, contact)
-ledger row makes a second run send nothing twice.
+Each row is claimed by a worker and marked `sending` just before its message is handed to the
+server; the reply is recorded in the same commit that starts the connection's next row. A
+run that is killed therefore leaves at most one row in doubt per connection; the next run
+marks those `unknown` instead of re-sending them, and sends everything still queued. The
+unique (campaign, contact) ledger row makes a second run send nothing twice.
 
 The workers are this process (`campaign send`), or N processes it starts (`--workers N`), or
 `mailer worker` processes already running anywhere (`campaign queue`).

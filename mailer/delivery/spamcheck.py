@@ -16,7 +16,7 @@ from datetime import datetime
 from mailer.config import Settings
 from mailer.core.render import MessageFactory, Recipient, make_environment
 from mailer.core.tokens import TokenSigner
-from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.errors import SpamCheckError
 from mailer.store.campaign import content_of
 from mailer.store.models import Campaign
@@ -110,6 +110,6 @@ def render_sample(settings: Settings, campaign: Campaign, now: datetime) -> byte
         settings,
         content_of(campaign),
         TokenSigner(settings.require_secret_keys()).unsubscribe_token,
-        load_signing_key(settings),
+        load_signing_keys(settings),
     )
     return factory.render(_SAMPLE, basis="consent", now=now, delivery_ref="check").data

@@ -12,6 +12,8 @@ one SMTP connection and send from it, and one task renews the lease on what is h
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -22,17 +24,18 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from mailer.config import Settings
-from mailer.core.breaker import Breaker
+from mailer.core.breaker import Breaker, BreakerState
 from mailer.core.render import MessageFactory, make_environment
-from mailer.core.throttle import Throttle, backoff_delay
+from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes, message_ref
 from mailer.core.verp import verp_address
-from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.feedback import CampaignGuard
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
 from mailer.store.ledger import STOPPED, DueDelivery, Lane, Ledger, TakeOver
+from mailer.store.ledger import Outcome as StoredOutcome
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
 
@@ -91,11 +94,20 @@ class _Sender:
         self.signer = TokenSigner(self.keys)
         self.hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self.env = make_environment(settings)
-        self.dkim = load_signing_key(settings)  # read and checked once, before the first message
+        self.dkim = load_signing_keys(settings)  # read, parsed and checked once, up front
+        # cryptography lets go of the GIL while it signs RSA (about 0.35 ms a message): in a
+        # thread, the signature runs on another core while this loop talks SMTP.
+        self.sign_in_thread = any(k.algorithm == "rsa-sha256" for k in self.dkim)
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
         t = settings.throttle
         self.rate = SharedRate(engine)
-        self.throttle = Throttle(t.messages_per_second, t.per_domain_per_minute, slots=self.rate)
+        # Slots come from blocks booked in the database (one statement per block): a worker
+        # cannot know it stays alone, as a `mailer worker` elsewhere may join at any time.
+        self.throttle = Throttle(
+            t.messages_per_second,
+            t.per_domain_per_minute,
+            slots=BlockSlots(self.rate.reserve, _monotonic),
+        )
         self.breaker = Breaker()
         self.offload = engine.dialect.name != "sqlite"
         self.outcomes: Counter[str] = Counter()
@@ -136,9 +148,10 @@ class _Sender:
         if self.on_progress is not None:
             self.on_progress(status)
 
-    async def record(
-        self, lane: Lane, job: DueDelivery, attempts: int, reply: Reply, message_id: str
-    ) -> None:
+    def record(
+        self, job: DueDelivery, attempts: int, reply: Reply, message_id: str
+    ) -> tuple[StoredOutcome, str | None]:
+        """What a reply means for the row: its outcome, and the address hash on a hard bounce."""
         now = self.clock()
         outcome = classify(reply)
         next_attempt_at = None
@@ -154,25 +167,36 @@ class _Sender:
         if outcome is Outcome.HARD_BOUNCE:
             bounce_hash = address_hashes(job.recipient.email, self.hash_keys)[0]
         self.breaker.record(outcome is Outcome.RETRY, _monotonic())
+        stored = StoredOutcome(
+            job.delivery_id, status, str(reply), message_id, now, next_attempt_at
+        )
+        return stored, bounce_hash
+
+    async def write(
+        self, lane: Lane, outcome: StoredOutcome, bounce_hash: str | None = None
+    ) -> None:
+        """Write an outcome on its own (when no next message can carry it)."""
         await self.in_lane(
             lane.record,
-            job.delivery_id,
-            status=status,
-            smtp_reply=str(reply),
-            message_id=message_id,
-            at=now,
-            next_attempt_at=next_attempt_at,
+            outcome.delivery_id,
+            status=outcome.status,
+            smtp_reply=outcome.smtp_reply,
+            message_id=outcome.message_id,
+            at=outcome.at,
+            next_attempt_at=outcome.next_attempt_at,
             hard_bounce_hash=bounce_hash,
         )
-        # The guard (issue 16) marks a hard bounce and may pause the campaign; it touches the
-        # database only for a hard bounce or a re-read of the counts every few seconds.
-        hard = bounce_hash is not None
-        facts = (job.campaign_id, job.delivery_id, hard, str(reply), now)
+        self.progress(outcome.status)
+
+    async def judge(self, job: DueDelivery, outcome: StoredOutcome, hard: bool) -> None:
+        """The guard (issue 16) counts the outcome, marks a hard bounce and may pause the
+        campaign; it touches the database only for a hard bounce or a re-read of the counts
+        every few seconds."""
+        facts = (job.campaign_id, job.delivery_id, hard, outcome.smtp_reply, outcome.at)
         if self.guard.needs_io(job.campaign_id, hard):
             await self.in_lane(self.guard.recorded, *facts)
         else:
             self.guard.recorded(*facts)
-        self.progress(status)
 
     async def through_breaker(self, connection: Connection) -> None:
         """Wait while the server looks down; one task probes it with a connection, no message."""
@@ -190,50 +214,74 @@ class _Sender:
             else:
                 await asyncio.sleep(wait)
 
-    async def deliver(self, job: DueDelivery, connection: Connection, lane: Lane) -> None:
+    async def deliver(
+        self,
+        job: DueDelivery,
+        connection: Connection,
+        lane: Lane,
+        previous: StoredOutcome | None = None,
+    ) -> StoredOutcome | None:
+        """Send one message; return its outcome still to be written, or None if written.
+
+        `previous` is the unwritten outcome of this connection's last message: it is written
+        in the one commit that marks this row `sending` (at most one commit per message, and
+        still at most one row of this connection in doubt after a crash).
+        """
         if job.campaign_id in self.stopped:
+            if previous is not None:
+                await self.write(lane, previous)
             await self.in_lane(lane.give_back, job)
-            return
+            return None
+        if previous is not None and self.breaker.state is not BreakerState.CLOSED:
+            await self.write(lane, previous)  # the wait may be long: do not hold it meanwhile
+            previous = None
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
         hashes = address_hashes(job.recipient.email, self.hash_keys)
-        attempts = await self.in_lane(lane.start, job, campaign.list_name, hashes)
+        attempts = await self.in_lane(
+            lane.start, job, campaign.list_name, hashes, previous=previous
+        )
+        if previous is not None:
+            self.progress(previous.status)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
             self.progress(DeliveryStatus.SUPPRESSED)
-            return
+            return None
         if attempts == STOPPED:  # `mailer campaign pause` since the claim: back in the queue
             self.stopped.add(job.campaign_id)
-            return
+            return None
         if not isinstance(attempts, int):
-            return  # the lease was lost: the row is another worker's now
+            return None  # the lease was lost: the row is another worker's now
+        render = functools.partial(
+            factory.render,
+            job.recipient,
+            basis=job.basis,
+            now=self.clock(),
+            # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
+            delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
+        )
         try:
-            message = factory.render(
-                job.recipient,
-                basis=job.basis,
-                now=self.clock(),
-                # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
-                delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
-            )
+            message = await asyncio.to_thread(render) if self.sign_in_thread else render()
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL
             # that is not https) fails that delivery, not the run.
-            await self.in_lane(
-                lane.record,
-                job.delivery_id,
-                status=DeliveryStatus.FAILED,
-                smtp_reply=f"not sent: {bad}",
-                message_id="",
-                at=self.clock(),
+            failed = StoredOutcome(
+                job.delivery_id, DeliveryStatus.FAILED, f"not sent: {bad}", "", self.clock()
             )
-            self.progress(DeliveryStatus.FAILED)
-            return
+            await self.write(lane, failed)
+            return None
         envelope_from = self.settings.sender.from_address
         if self.settings.bounces.return_path:  # VERP: a bounce names its delivery
             envelope_from = verp_address(self.settings.bounces.return_path, job.delivery_id,
                                          self.keys)  # fmt: skip
         reply = await connection.send(envelope_from, job.recipient.email, message.data)
-        await self.record(lane, job, attempts, reply, message.message_id)
+        outcome, bounce_hash = self.record(job, attempts, reply, message.message_id)
+        if bounce_hash is not None:  # the suppression goes with it, in its own transaction
+            await self.write(lane, outcome, bounce_hash)
+            await self.judge(job, outcome, hard=True)
+            return None
+        await self.judge(job, outcome, hard=False)
+        return outcome
 
 
 class _Loop:
@@ -313,16 +361,32 @@ class _Loop:
 
     async def consume(self, connection: Connection) -> None:
         lane = self.ledger.lane()
+        pending: StoredOutcome | None = None  # the last outcome, written with the next start
         try:
             while (job := await self.queue.get()) is not None:
                 if self.queue.qsize() < self.connections:
                     self.room.set()
                 try:
                     if not self.stop.is_set():  # when stopping, the rest is given back
-                        await self.sender.deliver(job, connection, lane)
+                        pending = await self.sender.deliver(job, connection, lane, pending)
+                    if pending is not None and (self.queue.empty() or self.stop.is_set()):
+                        # No next message at hand: write it now, so the queue is not seen
+                        # empty with an outcome still unwritten.
+                        outcome, pending = pending, None
+                        await self.sender.write(lane, outcome)
                 finally:
                     self.queue.task_done()
+            if pending is not None:
+                outcome, pending = pending, None
+                await self.sender.write(lane, outcome)
         finally:
+            if pending is not None:  # failing or cancelled: write it if the database lets us
+                with contextlib.suppress(Exception):
+                    lane.record(
+                        pending.delivery_id, status=pending.status, at=pending.at,
+                        smtp_reply=pending.smtp_reply, message_id=pending.message_id,
+                        next_attempt_at=pending.next_attempt_at,
+                    )  # fmt: skip
             lane.close()
             await connection.close()
 

@@ -5,10 +5,11 @@ on PostgreSQL; SQLite serialises writers anyway), marking them `claimed` under i
 lease. Just before a message is handed to the server its row becomes `sending` (re-checking
 suppression, and only if the claim is still this worker's and the campaign still running: a
 `mailer campaign pause` or `cancel` committed before that statement stops the message, from
-any process on any host); the reply's outcome is recorded
-right after. When a worker stops, its claims go back to `queued` and its `sending` rows become
-`unknown` (they may have arrived: never resent); when it dies, another worker does the same once
-the lease has expired, or at once if the dead owner was a process on its own host.
+any process on any host); the reply's outcome is recorded in the same statement that starts
+the connection's next row (one commit per message), or on its own when there is no next row at
+hand. When a worker stops, its claims go back to `queued` and its `sending` rows become
+`unknown` (they may have arrived: never resent); when it dies, another worker does the same
+once the lease has expired, or at once if the dead owner was a process on its own host.
 
 Per-message statements are compiled once per worker and run on one connection it holds: this is
 per-message work, and it must stay cheap next to SMTP.
@@ -54,7 +55,7 @@ from mailer.store.models import (
 from mailer.store.prepared import Prepared
 from mailer.store.runlock import is_dead_local_process, owner_name
 
-__all__ = ["STOPPED", "DueDelivery", "Ledger", "TakeOver"]
+__all__ = ["STOPPED", "DueDelivery", "Ledger", "Outcome", "TakeOver"]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _contact = Contact.__table__  # type: ignore[attr-defined]
@@ -76,6 +77,45 @@ class DueDelivery:
     campaign_id: int
     basis: str
     recipient: Recipient
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A reply's outcome for one row, to be written (`Lane.record`, or with `Lane.start`)."""
+
+    delivery_id: int
+    status: DeliveryStatus
+    smtp_reply: str
+    message_id: str
+    at: datetime
+    next_attempt_at: datetime | None = None
+
+    def params(self, prefix: str = "") -> dict[str, Any]:
+        return {
+            prefix + "delivery_id": self.delivery_id,
+            prefix + "status": self.status,
+            prefix + "smtp_reply": self.smtp_reply[:1000],
+            prefix + "message_id": self.message_id,
+            prefix + "sent_at": self.at if self.status is DeliveryStatus.SENT else None,
+            prefix + "next_attempt_at": self.next_attempt_at,
+        }
+
+
+def _record_statement(prefix: str = "") -> Any:
+    d = _delivery.c
+    return (
+        update(_delivery)
+        .where(d.id == bindparam(prefix + "delivery_id"))
+        .values(
+            status=bindparam(prefix + "status"),
+            smtp_reply=bindparam(prefix + "smtp_reply"),
+            message_id=bindparam(prefix + "message_id"),
+            sent_at=bindparam(prefix + "sent_at", type_=d.sent_at.type),
+            next_attempt_at=bindparam(prefix + "next_attempt_at", type_=d.next_attempt_at.type),
+            lease_owner=None,
+            lease_until=None,
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,14 +188,14 @@ class Ledger:
             c.id.in_(bindparam("ids", expanding=True))
         )
         dialect = self._conn.dialect
-        self.start_sql = Prepared(
+        start = (
             update(_delivery)
             .where(mine, running, ~blocked)
             .values(status=DeliveryStatus.SENDING, attempts=d.attempts + 1)
-            .returning(d.attempts),
-            dialect,
+            .returning(d.attempts)
         )
-        self.suppress = (
+        self.start_sql = Prepared(start, dialect)
+        self.suppress = Prepared(
             update(_delivery)
             .where(mine, blocked)
             .values(
@@ -163,7 +203,8 @@ class Ledger:
                 skip_reason=case((suppressed, SkipReason.SUPPRESSED), else_=SkipReason.OBJECTED),
                 lease_owner=None,
                 lease_until=None,
-            )
+            ),
+            dialect,
         )
         # Paused or cancelled since the claim: back to the queue at once, for whoever resumes it
         # (a cancel has already made the row `cancelled`, so this matches only after a pause).
@@ -177,18 +218,32 @@ class Ledger:
             .where(mine)
             .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
         )
-        self.record_sql = Prepared(
+        self.record_sql = Prepared(_record_statement(), dialect)
+        # One durable commit per message: the outcome of a connection's last message and the
+        # start of its next are one UPDATE of both rows (one statement, one transaction, on
+        # SQLite and PostgreSQL alike), each column taking the value its row needs.
+        last = d.id == bindparam("r_delivery_id")
+
+        def pick(recorded: Any, started: Any) -> Any:
+            return case((last, recorded), else_=started)
+
+        self.record_then_start_sql = Prepared(
             update(_delivery)
-            .where(d.id == bindparam("delivery_id"))
+            .where(or_(last, and_(mine, running, ~blocked)))
             .values(
-                status=bindparam("status"),
-                smtp_reply=bindparam("smtp_reply"),
-                message_id=bindparam("message_id"),
-                sent_at=bindparam("sent_at", type_=d.sent_at.type),
-                next_attempt_at=bindparam("next_attempt_at", type_=d.next_attempt_at.type),
-                lease_owner=None,
-                lease_until=None,
-            ),
+                status=pick(bindparam("r_status"), DeliveryStatus.SENDING.value),
+                attempts=pick(d.attempts, d.attempts + 1),
+                smtp_reply=pick(bindparam("r_smtp_reply"), d.smtp_reply),
+                message_id=pick(bindparam("r_message_id"), d.message_id),
+                sent_at=pick(bindparam("r_sent_at", type_=d.sent_at.type), d.sent_at),
+                next_attempt_at=pick(
+                    bindparam("r_next_attempt_at", type_=d.next_attempt_at.type),
+                    d.next_attempt_at,
+                ),
+                lease_owner=pick(None, d.lease_owner),
+                lease_until=pick(None, d.lease_until),
+            )
+            .returning(d.id, d.attempts),
             dialect,
         )
 
@@ -369,33 +424,51 @@ class Ledger:
 class Lane:
     """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
 
-    A lane has its own autocommit connection: each statement is its own transaction, one
-    round trip instead of three, and a worker can run one lane's statements in a thread while
-    its other connections talk SMTP (on PostgreSQL each of these commits waits for the disk).
+    A lane has its own autocommit connection, used through its DB-API cursor with statements
+    compiled once (SQLAlchemy's per-execution work cost more than the SQL): each statement is
+    its own transaction, and a worker can run one lane's statements in a thread while its
+    other connections talk SMTP (on PostgreSQL each commit waits for the disk). `start` can
+    write the outcome of the lane's previous message in the same commit.
     """
 
     def __init__(self, ledger: Ledger, engine: Engine) -> None:
         self._ledger = ledger
         self._engine = engine
         self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
-    def start(self, job: DueDelivery, list_name: str, hashes: Sequence[str]) -> int | str | None:
+    def start(
+        self,
+        job: DueDelivery,
+        list_name: str,
+        hashes: Sequence[str],
+        *,
+        previous: Outcome | None = None,
+    ) -> int | str | None:
         """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
 
+        With `previous` (the outcome of this connection's last message) both are written in
+        one transaction: a crash leaves one row of this connection in doubt, never two.
         Returns the attempt number, `"suppressed"` if the person was suppressed meanwhile (the
         row is marked so), `STOPPED` if its campaign was paused meanwhile (the row is queued
         again), or None if the row is no longer this worker's (lease lost, or cancelled).
         """
+        ledger, cursor = self._ledger, self._cursor
         params = {
             "delivery_id": job.delivery_id,
-            "owner": self._ledger.owner,
+            "owner": ledger.owner,
             "list_name": list_name,
-            **dict(zip(self._ledger.hash_params, hashes, strict=True)),
+            **dict(zip(ledger.hash_params, hashes, strict=True)),
         }
-        started = self._ledger.start_sql.run(self._conn, params).first()
-        if started is not None:
-            return int(started[0])
-        if self._conn.execute(self._ledger.suppress, params).rowcount:
+        if previous is None:
+            started = ledger.start_sql.fetch(cursor, params)
+        else:
+            both = {**params, **previous.params("r_")}
+            rows = ledger.record_then_start_sql.fetch(cursor, both)
+            started = [row[1:] for row in rows if row[0] == job.delivery_id]
+        if started:
+            return int(started[0][0])
+        if ledger.suppress.execute(cursor, params):
             return DeliveryStatus.SUPPRESSED.value
         if self._conn.execute(self._ledger.give_back_stopped, params).rowcount:
             return STOPPED
@@ -418,19 +491,12 @@ class Lane:
         hard_bounce_hash: str | None = None,
     ) -> None:
         """Store a reply's outcome; a hard bounce also suppresses the address, atomically."""
-        outcome = {
-            "delivery_id": delivery_id,
-            "status": status,
-            "smtp_reply": smtp_reply[:1000],
-            "message_id": message_id,
-            "sent_at": at if status is DeliveryStatus.SENT else None,
-            "next_attempt_at": next_attempt_at,
-        }
+        outcome = Outcome(delivery_id, status, smtp_reply, message_id, at, next_attempt_at)
         if hard_bounce_hash is None:
-            self._ledger.record_sql.run(self._conn, outcome)
+            self._ledger.record_sql.execute(self._cursor, outcome.params())
             return
         with self._engine.begin() as conn:  # rare: both or neither
-            self._ledger.record_sql.run(conn, outcome)
+            self._ledger.record_sql.run(conn, outcome.params())
             conn.execute(
                 _suppression.insert().values(
                     address_hash=hard_bounce_hash,
@@ -441,4 +507,5 @@ class Lane:
             )
 
     def close(self) -> None:
+        self._cursor.close()
         self._conn.close()

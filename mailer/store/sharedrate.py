@@ -1,10 +1,13 @@
 """The rate limits of all workers together, kept in the database they share.
 
-Each bucket is one `send_rate` row holding its next free slot. Booking a slot is one atomic
-upsert: `next_free = max(next_free, now) + interval`, returning the slot booked and the time
-it was booked at. PostgreSQL locks the row for the statement, SQLite the whole database, so
-two workers never book the same slot, and any window of one second holds at most rate + 1
-slots however many workers there are. The arithmetic is `TokenBucket.reserve`, in SQL.
+Each bucket is one `send_rate` row holding its next free slot. Booking slots is one atomic
+upsert: `next_free = max(next_free, now) + count * interval`, returning the first slot booked
+and the time it was booked at. A worker books a block of slots at a time (a quarter of a
+second's worth, `mailer.core.throttle.BlockSlots`) and hands them out from memory, so the
+rate costs one statement per block, not per message. PostgreSQL locks the row for the
+statement, SQLite the whole database, so two workers never book the same slot, and any window
+of one second holds at most rate + 1 slots however many workers there are. The arithmetic is
+`TokenBucket.reserve`, in SQL.
 
 "now" is the database server's clock, not the worker's: workers on hosts whose clocks differ
 then still space their messages correctly (each waits `slot - now`, measured on one clock).
@@ -27,11 +30,11 @@ _NOW = {
 }
 
 _BOOK = """
-INSERT INTO send_rate (key, next_free) VALUES (:key, {now} + :interval)
+INSERT INTO send_rate (key, next_free) VALUES (:key, {now} + :span)
 ON CONFLICT (key) DO UPDATE
 SET next_free = CASE WHEN send_rate.next_free > {now} THEN send_rate.next_free ELSE {now} END
-    + :interval
-RETURNING next_free - :interval, {now}
+    + :span
+RETURNING next_free - :span, {now}
 """
 
 
@@ -50,7 +53,11 @@ class SharedRate(SlotBook):
         self._conn = engine.connect()
 
     def delay(self, key: str, interval: float) -> float:
-        params: dict[str, object] = {"key": key, "interval": interval}
+        return self.reserve(key, interval, 1)
+
+    def reserve(self, key: str, interval: float, count: int) -> float:
+        """Book the next `count` slots of `key`, `interval` s apart; seconds until the first."""
+        params: dict[str, object] = {"key": key, "span": interval * count}
         if self._clock is not None:
             params["now"] = self._clock()
         with self._conn.begin():

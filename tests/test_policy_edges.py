@@ -223,3 +223,12 @@ def test_a_decision_says_whether_it_allows_and_what_it_is() -> None:
     assert Decision(skip=SkipReason.OBJECTED).allowed is False
     assert Decision(basis=Basis.EXISTING_CUSTOMER).label == "existing_customer"
     assert Decision(skip=SkipReason.OPTOUT_NOT_OFFERED).label == "optout_not_offered"
+
+
+def test_the_policy_defaults_are_soft_optin_on_and_role_addresses_off() -> None:
+    # DESIGN.md rule 1: the role-address basis is "off by default"; config.example.toml too.
+    default = PolicyRules()
+    assert (default.jurisdiction, default.soft_optin, default.role_addresses) == ("NL", True, False)
+    assert label(ContactFacts("info@bedrijf.be"), PolicyRules(jurisdiction="BE")) == "no_basis"
+    customer = ContactFacts("a@x.nl", purchases=(PurchaseFact("brood", at(3), True),))
+    assert label(customer, PolicyRules()) == "existing_customer"

@@ -64,6 +64,8 @@ class ScriptedHandler:
         self.rcpt_answers: dict[str, str] = {}
         self.delivered: list[str] = []
         self.connections: list[tuple[str, int]] = []  # the peer of each MAIL: one per session
+        self.stall_seconds = 0.0
+        self.quits = 0
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -83,15 +85,24 @@ class ScriptedHandler:
         return answer
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.stall_seconds:  # a server that takes longer than the client waits
+            stall, self.stall_seconds = self.stall_seconds, 0.0
+            await asyncio.sleep(stall)
         self.delivered.extend(envelope.rcpt_tos)
         return "250 2.0.0 Ok: queued"
 
+    async def handle_QUIT(self, server: Any, session: Any, envelope: Any) -> str:
+        self.quits += 1
+        return "221 Bye"
+
 
 @pytest.fixture
-def server() -> Iterator[tuple[ScriptedHandler, int]]:
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, int]]:
+    """The scripted server on loopback; it offers SMTPUTF8 unless the test asks otherwise."""
     handler = ScriptedHandler()
     port = _free_port("127.0.0.1")
-    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    smtputf8 = getattr(request, "param", "with SMTPUTF8") == "with SMTPUTF8"
+    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
     controller.start()
     try:
         yield handler, port
@@ -99,10 +110,10 @@ def server() -> Iterator[tuple[ScriptedHandler, int]]:
         controller.stop()
 
 
-def send_each(port: int, recipients: list[str]) -> list[Reply]:
+def send_each(port: int, recipients: list[str], timeout: float = 5) -> list[Reply]:
     async def go() -> list[Reply]:
         connection = SmtpConnection(
-            SmtpSettings(host="127.0.0.1", port=port, security="none", timeout_seconds=5)
+            SmtpSettings(host="127.0.0.1", port=port, security="none", timeout_seconds=timeout)
         )
         try:
             return [
@@ -172,6 +183,58 @@ def test_a_refused_sender_is_a_reply_and_the_same_connection_goes_on(
     assert classify(refused) is FAILED
     assert anna.code == 250 and handler.delivered == ["anna@example.nl"]
     assert handler.connections[0] == handler.connections[1]
+
+
+def test_an_internationalised_address_goes_out_with_smtputf8(
+    server: tuple[ScriptedHandler, int],
+) -> None:
+    # RFC 6531: a non-ASCII mailbox needs SMTPUTF8, which sendmail negotiates.
+    handler, port = server
+    [reply] = send_each(port, ["joël@voorbeeld.example"])
+    assert (reply.code, classify(reply)) == (250, SENT)
+    assert handler.delivered == ["joël@voorbeeld.example"]
+
+
+def test_an_internationalised_address_refused_at_rcpt_is_that_reply(
+    server: tuple[ScriptedHandler, int],
+) -> None:
+    handler, port = server
+    handler.rcpt_answers["zoë@voorbeeld.example"] = "550 5.1.1 No such user"
+    gone, anna = send_each(port, ["zoë@voorbeeld.example", "anna@example.nl"])
+    assert gone == Reply(550, "5.1.1 No such user") and classify(gone) is HARD
+    assert anna.code == 250 and handler.delivered == ["anna@example.nl"]
+
+
+@pytest.mark.parametrize("server", ["without SMTPUTF8"], indirect=True)
+def test_an_internationalised_address_through_a_server_without_smtputf8_fails_for_good(
+    server: tuple[ScriptedHandler, int],
+) -> None:
+    # The message cannot go through this relay, ever, but the address may well exist: a
+    # failure (RFC 6531 §3.7.4.2: 553 5.6.7), not a hard bounce; and no exception.
+    handler, port = server
+    zoe, anna = send_each(port, ["zoë@voorbeeld.example", "anna@example.nl"])
+    assert zoe.code == 553 and zoe.message.startswith("5.6.7 ")
+    assert classify(zoe) is FAILED
+    assert anna.code == 250 and handler.delivered == ["anna@example.nl"]
+
+
+def test_a_server_that_does_not_answer_in_time_is_a_retry_on_a_fresh_connection(
+    server: tuple[ScriptedHandler, int],
+) -> None:
+    handler, port = server
+    handler.stall_seconds = 3.0
+    late, anna = send_each(port, ["late@example.nl", "anna@example.nl"], timeout=1)
+    assert late.code == 0 and late.message.startswith("connection problem: ")
+    assert classify(late) is RETRY
+    # The timed-out session is closed, not reused mid-transaction: the next one is new.
+    assert anna.code == 250 and "anna@example.nl" in handler.delivered
+    assert handler.connections[0] != handler.connections[-1]
+
+
+def test_the_session_ends_with_quit(server: tuple[ScriptedHandler, int]) -> None:
+    handler, port = server
+    send_each(port, ["anna@example.nl"])
+    assert handler.quits == 1  # RFC 5321 §4.1.1.10
 
 
 @pytest.mark.parametrize(

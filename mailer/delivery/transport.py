@@ -58,6 +58,8 @@ def classify(reply: Reply) -> Outcome:
 
 # Code 0 marks a reply we made up for a connection problem (no server reply exists).
 CONNECTION_LOST = 0
+# Made up too, as RFC 6531 §3.7.4.2 has a server say it: this relay cannot take the address.
+_NO_SMTPUTF8 = "5.6.7 the server does not offer SMTPUTF8, needed for this address (RFC 6531)"
 
 
 async def _one_recipient_transaction(
@@ -125,8 +127,13 @@ class SmtpConnection:
             smtp = await self._connected()
             if sender.isascii() and recipient.isascii():
                 return await _one_recipient_transaction(smtp, sender, recipient, message)
-            # Internationalised addresses need SMTPUTF8, which sendmail negotiates.
-            _refused, response = await smtp.sendmail(sender, [recipient], message)
+            # Internationalised addresses need SMTPUTF8 (RFC 6531); sendmail only asks for it
+            # when told to, and without it refuses the address (UnicodeEncodeError).
+            if not smtp.supports_extension("smtputf8"):
+                return Reply(553, _NO_SMTPUTF8)
+            _refused, response = await smtp.sendmail(
+                sender, [recipient], message, mail_options=["SMTPUTF8"]
+            )
             return Reply(250, response)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             first = exc.recipients[0]

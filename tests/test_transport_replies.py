@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from mailer.config import SmtpSettings
 from mailer.delivery.sink import _free_port
@@ -32,6 +33,8 @@ EDGES = [
     (552, "5.3.4 Message too big", FAILED), (554, "5.7.1 Rejected as spam", FAILED),
     (554, "Transaction failed", FAILED), (554, "5.1.0 Address rejected", HARD),
     (550, "4.1.1 an enhanced code of the wrong class", FAILED),
+    # The enhanced code decides over the words: 5.7.1 is a policy refusal, whatever it says.
+    (550, "5.7.1 Relaying denied: no such user here", FAILED),
     # Without an enhanced code only a 550 whose text says the mailbox does not exist is one.
     (550, "No such user here", HARD), (550, "User unknown in virtual mailbox table", HARD),
     (550, "unknown user piet", HARD), (550, "Requested mailbox does not exist", HARD),
@@ -56,6 +59,31 @@ def test_a_reply_reads_as_the_server_wrote_it_in_the_ledger() -> None:
 # -- a real server that scripts its answers to MAIL and RCPT -----------------------------------
 
 
+class RecordingSMTP(SMTP):
+    """aiosmtpd's server, keeping the exact argument of each MAIL and RCPT command."""
+
+    commands: list[str]
+
+    async def smtp_MAIL(self, arg: str) -> None:
+        self.commands.append(f"MAIL {arg}")
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str) -> None:
+        self.commands.append(f"RCPT {arg}")
+        await super().smtp_RCPT(arg)
+
+
+class RecordingController(Controller):
+    def __init__(self, handler: Any, commands: list[str], **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.commands = commands
+
+    def factory(self) -> SMTP:
+        server = RecordingSMTP(self.handler, **self.SMTP_kwargs)
+        server.commands = self.commands
+        return server
+
+
 class ScriptedHandler:
     """aiosmtpd hooks: MAIL answers come from `mail_answers` in turn, RCPT answers by address."""
 
@@ -66,6 +94,7 @@ class ScriptedHandler:
         self.connections: list[tuple[str, int]] = []  # the peer of each MAIL: one per session
         self.stall_seconds = 0.0
         self.quits = 0
+        self.commands: list[str] = []  # MAIL and RCPT exactly as sent
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -102,7 +131,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, in
     handler = ScriptedHandler()
     port = _free_port("127.0.0.1")
     smtputf8 = getattr(request, "param", "with SMTPUTF8") == "with SMTPUTF8"
-    controller = Controller(handler, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8)
+    controller = RecordingController(
+        handler, handler.commands, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8
+    )
     controller.start()
     try:
         yield handler, port
@@ -124,6 +155,16 @@ def send_each(port: int, recipients: list[str], timeout: float = 5) -> list[Repl
             await connection.close()
 
     return asyncio.run(go())
+
+
+def test_mail_and_rcpt_are_sent_in_the_syntax_of_rfc_5321(
+    server: tuple[ScriptedHandler, int],
+) -> None:
+    # RFC 5321 §4.1.1.2-3: "MAIL FROM:<reverse-path>", "RCPT TO:<forward-path>"; a lenient
+    # server (aiosmtpd) takes a missing ">", a strict relay would refuse every message.
+    handler, port = server
+    send_each(port, ["anna@example.nl"])
+    assert handler.commands == ["MAIL FROM:<nieuws@bakkerij.example>", "RCPT TO:<anna@example.nl>"]
 
 
 def test_a_251_to_rcpt_is_accepted_and_the_message_delivered(
@@ -222,8 +263,8 @@ def test_a_server_that_does_not_answer_in_time_is_a_retry_on_a_fresh_connection(
     server: tuple[ScriptedHandler, int],
 ) -> None:
     handler, port = server
-    handler.stall_seconds = 3.0
-    late, anna = send_each(port, ["late@example.nl", "anna@example.nl"], timeout=1)
+    handler.stall_seconds = 4.0
+    late, anna = send_each(port, ["late@example.nl", "anna@example.nl"], timeout=2)
     assert late.code == 0 and late.message.startswith("connection problem: ")
     assert classify(late) is RETRY
     # The timed-out session is closed, not reused mid-transaction: the next one is new.

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.core.headers import encode_address, encode_header
+from mailer.core.headers import encode_address, encode_header, encode_phrase
 from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
 from mailer.core.tokens import TokenSigner
 from mailer.errors import HeaderInjectionError
@@ -200,3 +200,13 @@ def test_every_rendered_message_is_rfc_5322_clean(subject: str, first: str, last
         assert not parsed[name].defects, name
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_line_break_in_an_address_or_a_bare_phrase_is_refused() -> None:
+    # mutation run: dropping these checks survived; a CR/LF in an address is header injection.
+    with pytest.raises(HeaderInjectionError, match="the address header value contains a line"):
+        encode_address("Joël", "j@v.example\r\nBcc: iedereen@example.org")
+    with pytest.raises(HeaderInjectionError, match="the display name header value contains a"):
+        encode_phrase("Joël\r\nBcc: iedereen@example.org")
+    with pytest.raises(HeaderInjectionError, match="the address 'joël@v.example' is not ASCII"):
+        encode_address(None, "joël@v.example")

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
-import time
+import threading
+import tomllib
+import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from mailer.delivery.sink import SmtpSink
+from mailer.delivery.sink import CapturedMessage, SmtpSink
 from tests.process_support import MAILER, env, mailer, wait_for, write_project
 
 
@@ -57,10 +63,18 @@ def test_a_schedule_at_a_time_fires_once_under_serve_and_not_again_after_a_resta
     added = mailer(config, "schedule", "add", "weekly", "--at", at.isoformat(), check=True)
     assert "next run" in added.stdout
 
-    serve_for(config, 8)
+    with serving(config, tmp_path / "serve-1.log") as first:
+        wait_for(lambda: len(sink.messages) == 5, timeout=60)
+        wait_for(lambda: RUN_LOGGED in first.log(), timeout=30)
     assert sorted(m.recipients[0] for m in sink.messages) == [f"p{n}@example.nl" for n in range(5)]
     assert "No schedules." in mailer(config, "schedule", "list").stdout
-    serve_for(config, 4)
+
+    # Restarted: the scheduler comes up without the job (it left the store when it fired), so
+    # it cannot fire again; the count it logs at start is one job fewer than the first time.
+    with serving(config, tmp_path / "serve-2.log") as second:
+        pass
+    assert jobs_at_start(second.log()) == jobs_at_start(first.log()) - 1
+    assert first.log().count(RUN_LOGGED) == 1 and RUN_LOGGED not in second.log()
     assert len(sink.messages) == 5
 
 
@@ -69,32 +83,73 @@ def test_a_run_missed_while_the_service_was_down_runs_once_at_start(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
     config = write_project(tmp_path, sink, rate=0, recipients=3)
-    at = datetime.now(ZoneInfo("Europe/Amsterdam")) + timedelta(seconds=1)
+    zone = ZoneInfo("Europe/Amsterdam")
+    at = datetime.now(zone) + timedelta(seconds=1)
     mailer(config, "schedule", "add", "weekly", "--at", at.isoformat(), check=True)
-    time.sleep(2)  # the service is down when the run is due
-    serve_for(config, 5)
+    wait_for(lambda: datetime.now(zone) > at, timeout=10)  # due while the service is down
+    with serving(config, tmp_path / "serve.log") as service:
+        wait_for(lambda: RUN_LOGGED in service.log(), timeout=60)
     assert sorted(m.recipients[0] for m in sink.messages) == [f"p{n}@example.nl" for n in range(3)]
+    assert service.log().count(RUN_LOGGED) == 1
 
 
-def serve_for(config: Path, seconds: float) -> None:
-    service = subprocess.Popen(
-        [MAILER, "--config", str(config), "serve"],
-        env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+RUN_LOGGED = "scheduled run of weekly"  # mailer/scheduler.py logs it when a run ends
+
+
+@dataclass
+class Service:
+    log_file: Path
+
+    def log(self) -> str:
+        return self.log_file.read_text(encoding="utf-8", errors="replace")
+
+
+def jobs_at_start(log: str) -> int:
+    [count] = re.findall(r"scheduler started; (\d+) jobs", log)
+    return int(count)
+
+
+@contextmanager
+def serving(config: Path, log_file: Path) -> Iterator[Service]:
+    """`mailer serve` until the block ends; entered once it answers /healthz (the scheduler is
+    started before the web server listens), left once it has shut down."""
+    port = tomllib.loads(config.read_text(encoding="utf-8"))["web"]["port"]
+    with log_file.open("wb") as log:
+        process = subprocess.Popen(
+            [MAILER, "--config", str(config), "serve"],
+            env=env(), stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
     try:
-        time.sleep(seconds)
+        wait_for(lambda: process.poll() is not None or answers(port), timeout=60)
+        assert process.poll() is None, log_file.read_text(encoding="utf-8")
+        yield Service(log_file)
     finally:
-        service.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         # uvicorn shuts down gracefully, then re-raises the signal it caught (as systemd expects)
-        assert service.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert process.wait(timeout=20) in (0, -signal.SIGTERM)
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as reply:
+            return bool(reply.status == 200)
+    except OSError:
+        return False
 
 
 def test_a_second_run_of_a_campaign_that_is_running_is_refused(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
-    # 10 s of sending: the second `mailer` must start while the first still runs, and a
-    # process start alone takes 3-5 s on a loaded 2-core machine (60 at 20/s was often over).
-    config = write_project(tmp_path, sink, rate=20, recipients=200)
+    config = write_project(tmp_path, sink, rate=20, recipients=60)
+    # The server holds the fourth message until the second run has been tried, so the first
+    # run is certainly still running then (on a busy machine it could otherwise finish first).
+    release = threading.Event()
+
+    def hold_after_three(message: CapturedMessage) -> None:
+        if len(sink.messages) >= 3:
+            release.wait(timeout=60)
+
+    sink.reply = hold_after_three
     first = subprocess.Popen(
         [MAILER, "--config", str(config), "campaign", "send", "weekly"],
         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -105,5 +160,7 @@ def test_a_second_run_of_a_campaign_that_is_running_is_refused(
         assert second.returncode == 1
         assert "already being sent by" in second.stderr
     finally:
+        release.set()
         first.wait(timeout=60)
+    assert len(sink.messages) == 60
     assert Counter(m.recipients[0] for m in sink.messages).most_common(1)[0][1] == 1

@@ -8,13 +8,16 @@ import email.policy
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import dkim
 import pytest
 from sqlalchemy import Engine
 
+import mailer.demo
 from mailer.cli import main
 from mailer.config import Settings
+from mailer.delivery.dkimkeys import GeneratedKey, generate_key_pair
 from mailer.delivery.sending import run_campaign
 from mailer.delivery.sink import SmtpSink
 from mailer.delivery.spamcheck import AIM, parse_report, score_message, spamassassin_path
@@ -91,13 +94,35 @@ def test_dutch_names_and_subjects_survive_a_real_smtp_server_and_the_parser(
         assert f"Beste {first}," in html.get_content()
 
 
-def test_demo_messages_are_dkim_signed_and_verify(tmp_path: Path) -> None:
+def test_demo_messages_are_dkim_signed_and_verify(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The demo makes its key pair in a temporary folder; keep the DNS record it would publish
+    # (the real generate_key_pair runs), so dkimpy can check each signature against it.
+    made: list[GeneratedKey] = []
+
+    def keeping_the_record(*args: Any, **kwargs: Any) -> GeneratedKey:
+        made.append(generate_key_pair(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(mailer.demo, "generate_key_pair", keeping_the_record)
     result = run_demo(tmp_path / "out", {"MAILER_SECRET_KEY": "demo-test-key-0123456789abcdefgh"})
+    [key] = made
+    assert key.dns_name == "demo._domainkey.bakkerij.example."
+
+    def dns(name: bytes, timeout: int = 5) -> bytes:
+        assert name == key.dns_name.encode()  # the selector and domain the signature names
+        return key.txt_value.encode()
+
     assert len(result.eml_files) == 5
     for path in result.eml_files:
         data = path.read_bytes()
         assert data.startswith(b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed;")
-        assert dkim.DKIM(data).present()
+        assert dkim.verify(data, dnsfunc=dns), path.name
+        # A changed body no longer verifies: the signature covers what the reader sees.
+        head, _, body = data.partition(b"\r\n\r\n")
+        tampered = head + b"\r\n\r\nWin een taart!\r\n" + body
+        assert not dkim.verify(tampered, dnsfunc=dns), path.name
 
 
 @needs_spamassassin

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.core.headers import encode_address, encode_header
+from mailer.core.headers import encode_address, encode_header, encode_phrase
 from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
 from mailer.core.tokens import TokenSigner
 from mailer.errors import HeaderInjectionError
@@ -113,18 +113,42 @@ def test_dutch_names_read_back_exactly_with_pythons_parser(first: str, last: str
         assert parsed["To"].addresses[0].display_name == name
 
 
+_ENCODED_WORD = re.compile(r"=\?utf-8\?[bq]\?[^?]*\?=", re.IGNORECASE)
+
+
 @pytest.mark.parametrize(
-    ("name", "expected"),
-    [
-        ("Joël Müller", "=?utf-8?b?Sm/Dq2wgTcO8bGxlcg==?= <j@v.example>"),
-        ("Zoë van 't Hoff", "=?utf-8?q?Zo=C3=AB?= van 't Hoff <j@v.example>"),
-        ("Anna de Vries", '"Anna de Vries" <j@v.example>'),
-        ('Jan "de Bakker"', '"Jan \\"de Bakker\\"" <j@v.example>'),
-        (None, "j@v.example"),
-    ],
+    ("name", "readable"),
+    [("Joël Müller", ""), ("Zoë van 't Hoff", "van 't Hoff"), ("Jan Bakker-Müller", "Jan")],
+    ids=["every word needs encoding", "only the first word does", "only the last word does"],
 )
-def test_names_are_quoted_or_encoded_only_where_needed(name: str | None, expected: str) -> None:
-    assert encode_address(name, "j@v.example") == expected
+def test_only_the_words_that_need_it_are_encoded(name: str, readable: str) -> None:
+    # RFC 2047 §5(3): encoded words may stand in a phrase among plain words; the plain ones
+    # stay as they are, so a reader without RFC 2047 still sees them.
+    line = encode_address(name, "j@v.example")
+    assert line.isascii()
+    phrase, _, address = line.rpartition(" <")
+    assert address == "j@v.example>"
+    words = _ENCODED_WORD.findall(phrase)
+    assert words, "a non-ASCII name must be encoded"
+    assert " ".join(_ENCODED_WORD.sub(" ", phrase).split()) == readable
+    assert _rfc2047(phrase) == name
+    assert _shown_name("To: " + line) == name
+
+
+@pytest.mark.parametrize(
+    "name", ["Anna de Vries", 'Jan "de Bakker"', "A. de Vries-Smit", "Piet \\ Klaas"]
+)
+def test_a_plain_ascii_name_is_a_quoted_string_and_never_encoded(name: str) -> None:
+    # RFC 5322 §3.2.4: a quoted-string holds any printable ASCII, `"` and `\` as quoted pairs.
+    line = encode_address(name, "j@v.example")
+    assert "=?" not in line
+    assert line.startswith('"') and line.endswith('" <j@v.example>')
+    assert _shown_name("To: " + line) == name
+
+
+@pytest.mark.parametrize("name", [None, "", " \x00 "])
+def test_without_a_name_the_mailbox_is_the_bare_address(name: str | None) -> None:
+    assert encode_address(name, "j@v.example") == "j@v.example"
 
 
 def test_a_line_break_in_a_header_value_is_refused() -> None:
@@ -176,3 +200,13 @@ def test_every_rendered_message_is_rfc_5322_clean(subject: str, first: str, last
         assert not parsed[name].defects, name
     assert parsed.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in parsed.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_line_break_in_an_address_or_a_bare_phrase_is_refused() -> None:
+    # mutation run: dropping these checks survived; a CR/LF in an address is header injection.
+    with pytest.raises(HeaderInjectionError, match="the address header value contains a line"):
+        encode_address("Joël", "j@v.example\r\nBcc: iedereen@example.org")
+    with pytest.raises(HeaderInjectionError, match="the display name header value contains a"):
+        encode_phrase("Joël\r\nBcc: iedereen@example.org")
+    with pytest.raises(HeaderInjectionError, match="the address 'joël@v.example' is not ASCII"):
+        encode_address(None, "joël@v.example")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -47,6 +49,79 @@ def _factory(root: Path, template: str) -> MessageFactory:
     )
 
 
+@dataclass
+class _Element:
+    tag: str
+    attrs: dict[str, str]
+    text: str = ""
+
+
+def _elements(html: str) -> list[_Element]:
+    """Every element with its attributes and its own text (entities decoded)."""
+    found: list[_Element] = []
+    open_: list[_Element] = []
+
+    class Reader(HTMLParser):
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            element = _Element(tag, {k: v or "" for k, v in attrs})
+            found.append(element)
+            if tag not in {"br", "img", "hr", "meta", "link", "input"}:
+                open_.append(element)
+
+        def handle_endtag(self, tag: str) -> None:
+            while open_ and open_.pop().tag != tag:
+                pass
+
+        def handle_data(self, data: str) -> None:
+            if open_:
+                open_[-1].text += data
+
+    Reader(convert_charrefs=True).feed(html)
+    return found
+
+
+def _declarations(style: str) -> dict[str, str]:
+    pairs = (d.split(":", 1) for d in style.split(";") if d.strip())
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
+class _Recorder(HTMLParser):
+    """Where an HTML parser puts things: <title> text, <p> attributes, text and comments."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.where: list[str] = []
+        self.title_text = self.p_text = ""
+        self.p_attrs: dict[str, str] = {}
+        self.p_comments: list[str] = []
+        self.comments: list[str] = []
+
+    @classmethod
+    def read(cls, html: str) -> _Recorder:
+        recorder = cls()
+        recorder.feed(html)
+        recorder.close()
+        return recorder
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.where.append(tag)
+        if tag == "p":
+            self.p_attrs = {k: v or "" for k, v in attrs}
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.where and self.where[-1] == tag:
+            self.where.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self.where[-1:] == ["title"]:
+            self.title_text += data
+        elif self.where[-1:] == ["p"]:
+            self.p_text += data
+
+    def handle_comment(self, data: str) -> None:
+        (self.p_comments if self.where[-1:] == ["p"] else self.comments).append(data)
+
+
 def _parts(data: bytes) -> tuple[str, str]:
     parsed = email.message_from_bytes(data, policy=email.policy.default)
     text = parsed.get_body(("plain",))
@@ -59,12 +134,14 @@ def test_css_is_inlined_and_variables_are_still_substituted_and_escaped(tmp_path
     _write(tmp_path, "styled", {"nl.html": STYLED})
     recipient = Recipient(1, "a@v.example", '<b>Zoë</b> & "co"', None, "nl")
     _, html = _parts(_factory(tmp_path, "styled").render(recipient, basis="consent", now=NOW).data)
-    assert (
-        '<p class="cta" title="&lt;b&gt;Zoë&lt;/b&gt; &amp; &#34;co&#34;" '
-        'style="color: #333333;font-weight: bold;">Beste &lt;b&gt;Zoë&lt;/b&gt; &amp; &#34;co&#34;,'
-        in html
-    )
-    assert "<td>brood &amp; meer</td></tr>\n<tr><td>taart &amp; meer</td>" in html
+    # Read back with an HTML parser: the name is the attribute's value and the paragraph's text
+    # (escaped, so no <b> element appears), and the paragraph carries both rules of its class.
+    [cta] = [e for e in _elements(html) if e.tag == "p" and e.attrs.get("class") == "cta"]
+    assert cta.attrs["title"] == '<b>Zoë</b> & "co"'
+    assert cta.text == 'Beste <b>Zoë</b> & "co",'
+    assert _declarations(cta.attrs["style"]) == {"color": "#333333", "font-weight": "bold"}
+    assert not [e for e in _elements(html) if e.tag == "b"]
+    assert [e.text for e in _elements(html) if e.tag == "td"] == ["brood & meer", "taart & meer"]
     assert "@media (max-width: 600px)" in html  # cannot be inlined: kept in a <style>
     assert ".cta" not in html  # the inlined rules are gone from <style>
 
@@ -198,11 +275,19 @@ def test_html_to_text_wraps_long_paragraphs_but_never_a_url() -> None:
 
 
 def test_placeholders_fit_their_html_context() -> None:
-    protected = protect_jinja('<title>{{ a }}</title><p x="{{ b }}">{{ c }}</p><!-- {{ d }} -->')
-    assert protected.html == (
-        '<title>\ue0000\ue001</title><p x="\ue0001\ue001"><!--\ue0002\ue001--></p>'
-        "<!-- \ue0003\ue001 -->"
-    )
-    assert protected.restore(protected.html, file="t") == (
-        '<title>{{ a }}</title><p x="{{ b }}">{{ c }}</p><!-- {{ d }} -->'
-    )
+    source = '<title>{{ a }}</title><p x="{{ b }}">{{ c }}</p><!-- {{ d }} -->'
+    protected = protect_jinja(source)
+    seen = _Recorder.read(protected.html)
+    # No Jinja left for the CSS inliner's HTML parser to move or escape, and every construct
+    # stands where the parser keeps it: text of <title> (which cannot hold a comment), the
+    # attribute's value, a comment of its own among the paragraph's children, and inside the
+    # existing comment. Each placeholder is a different one.
+    assert "{{" not in protected.html and "}}" not in protected.html
+    title, attribute, in_paragraph, in_comment = (
+        seen.title_text, seen.p_attrs["x"], seen.p_comments, seen.comments[-1].strip()
+    )  # fmt: skip
+    assert seen.p_text == "" and len(in_paragraph) == 1  # {{ c }} became a comment, no text
+    placeholders = [title, attribute, in_paragraph[0], in_comment]
+    assert all(placeholders) and len(set(placeholders)) == 4
+    assert all("<" not in p and ">" not in p and '"' not in p for p in placeholders)
+    assert protected.restore(protected.html, file="t") == source

@@ -16,6 +16,7 @@ from mailer.cli import main
 from mailer.config import Settings
 from mailer.privacy.person import erase_person, export_person
 from mailer.store.importer import import_contacts, import_customers
+from mailer.store.suppression import is_suppressed
 from tests.conftest import SECRET, make_settings
 from tests.test_cli import CONFIG
 
@@ -74,8 +75,13 @@ def test_erase_on_postgresql_leaves_a_hash_and_an_anonymous_ledger_row(
     seed(engine, settings, tmp_path)
     report = erase_person(engine, settings, "anna@example.nl", now=T0)
     assert (report.erased.consents, report.erased.purchases, report.erased.deliveries) == (2, 1, 1)
-    assert report.wal_truncated  # nothing to truncate on PostgreSQL
     with engine.connect() as conn:
+        # Rule 6: the erased person stays suppressed through the keyed hash, on every list;
+        # the other person, never suppressed, is not.
+        keys = settings.require_secret_keys()
+        assert is_suppressed(conn, keys, "anna@example.nl", "newsletter")
+        assert is_suppressed(conn, keys, "Anna@Example.nl", "offers")
+        assert not is_suppressed(conn, keys, "bram@example.nl", "newsletter")
         emails = [r[0] for r in conn.execute(text("SELECT email FROM contact"))]
         ledger = list(conn.execute(text(
             "SELECT contact_id, basis, status, message_id, smtp_reply FROM delivery"

@@ -1,5 +1,9 @@
 """The property: over generated contacts and settings, the SMTP server receives exactly the
-addresses the policy allows, and the ledger labels each with the policy's decision.
+addresses rule 1 allows, and the ledger labels each with the rule's basis or skip reason.
+
+What rule 1 allows comes from tests/policy_oracle.py, a second, naive reading of DESIGN.md
+that shares no code with `mailer.core.policy.decide`: the pipeline (import, planning, the
+send-time re-check, the ledger) and the policy are checked together against it.
 """
 
 from __future__ import annotations
@@ -10,21 +14,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mailer.core.policy import (
-    CampaignFacts,
-    ConsentFact,
-    ContactFacts,
-    Decision,
-    PurchaseFact,
-    SuppressionFact,
-    decide,
-)
+from mailer.core.policy import CampaignFacts, ConsentFact, PurchaseFact, SuppressionFact
 from mailer.delivery.sink import SmtpSink
 from mailer.store.db import create_schema, make_engine
 from mailer.store.models import SuppressionReason
-from mailer.store.planning import rules_from
 from tests.conftest import make_settings
 from tests.factories import add_contact, new_campaign
+from tests.policy_oracle import naive_label
 from tests.sending_support import CONF, DAY, IMPORT, NOW, REQ, WD, WEB, ledger, received, run
 
 # -- the property: the server receives exactly what the policy allows -------------------------
@@ -50,7 +46,9 @@ suppression_facts = st.builds(
 )  # fmt: skip
 person = st.tuples(
     st.sampled_from(LOCAL_PARTS),
-    st.lists(consent_facts, max_size=4),
+    # One event per instant: the order of two events at the same instant is not defined by
+    # the database (planning reads them without ORDER BY), nor by DESIGN.md.
+    st.lists(consent_facts, max_size=4, unique_by=lambda c: c.at),
     st.lists(purchase_facts, max_size=2),
     st.lists(suppression_facts, max_size=2),
 )
@@ -86,17 +84,21 @@ def test_the_server_receives_exactly_the_addresses_the_policy_allows(
             policy={"jurisdiction": jurisdiction, "role_addresses": role_addresses,
                     "soft_optin": soft_optin, "offer_addresses": offer_addresses},
         )  # fmt: skip
-        rules = rules_from(settings)
         engine = make_engine(settings.database.url)
         try:
             create_schema(engine)
-            expected: dict[str, Decision] = {}
+            expected: dict[str, str] = {}
             for n, (local, consents, purchases, suppressions) in enumerate(people):
                 address = f"{local}@n{n}.example"
                 add_contact(engine, settings, address, at=NOW, consents=consents,
                             purchases=purchases, suppressions=suppressions)  # fmt: skip
-                facts = ContactFacts(address, consents, purchases, suppressions)
-                expected[address] = decide(facts, campaign_facts, NOW, rules)
+                expected[address] = naive_label(
+                    email=address, consents=consents, purchases=purchases,
+                    suppressions=suppressions, list_name=campaign_facts.list_name,
+                    category=campaign_facts.category, now=NOW, jurisdiction=jurisdiction,
+                    soft_optin=soft_optin, role_addresses=role_addresses,
+                    offer_addresses=offer_addresses,
+                )  # fmt: skip
             campaign = new_campaign(engine, settings, "property", at=NOW,
                                     list_name=campaign_facts.list_name,
                                     category=campaign_facts.category)  # fmt: skip
@@ -104,8 +106,9 @@ def test_the_server_receives_exactly_the_addresses_the_policy_allows(
             rows = ledger(engine, campaign)
         finally:
             engine.dispose()
-    allowed = sorted(a for a, decision in expected.items() if decision.allowed)
+    allowed = sorted(a for a, label in expected.items() if label in BASES)
     assert received(sink) == allowed  # the same set, and each address exactly once
-    assert {a: row[2] or row[3] for a, row in rows.items()} == {
-        a: decision.label for a, decision in expected.items()
-    }
+    assert {a: row[2] or row[3] for a, row in rows.items()} == expected
+
+
+BASES = {"consent", "existing_customer", "role_address"}  # DESIGN.md rule 1: may be sent

@@ -36,6 +36,7 @@ def test_an_idle_bucket_does_not_save_up_a_burst() -> None:
 
 def test_a_rate_of_zero_means_no_limit() -> None:
     bucket = TokenBucket(0)
+    assert bucket.interval == 0.0
     assert [bucket.reserve(1.0) for _ in range(3)] == [1.0, 1.0, 1.0]
 
 
@@ -128,6 +129,14 @@ def test_the_global_rate_still_applies_across_domains() -> None:
     throttle = Throttle(2, 60, clock=fake.clock, sleep=fake.sleep)  # 0.5 s global, 1 s per domain
     done = turns(throttle, fake, ["a.nl", "b.nl", "c.nl", "a.nl"])
     assert done == [("a.nl", 0.0), ("b.nl", 0.5), ("c.nl", 1.0), ("a.nl", 1.5)]
+    # A turn that is free right away does not sleep at all (not even sleep(0)).
+    assert fake.sleeps == [0.5, 0.5, 0.5]
+
+
+def test_a_throttle_refuses_a_negative_rate() -> None:
+    for rates in ((-1, 60), (10, -1)):
+        with pytest.raises(ValueError, match="a rate cannot be negative"):
+            Throttle(*rates)
 
 
 class VirtualTime:

@@ -9,7 +9,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from itsdangerous import URLSafeSerializer, URLSafeTimedSerializer
 
-from mailer.core.tokens import CONFIRM_SALT, UNSUBSCRIBE_SALT, TokenSigner, address_hash
+from mailer.core.tokens import (
+    CONFIRM_SALT,
+    UNSUBSCRIBE_SALT,
+    TokenSigner,
+    address_hash,
+    address_hashes,
+)
 from mailer.errors import ExpiredToken, ForgedToken
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -160,3 +166,61 @@ def test_the_address_hash_depends_on_the_key_and_does_not_show_the_address() -> 
     assert address_hash("anna@example.nl", "k") != address_hash("anna@example.nl", "k2")
     digest = address_hash("anna@example.nl", "k")
     assert len(digest) == 64 and "anna" not in digest
+
+
+# -- known answers: what an earlier release stored or mailed must still match -----------------
+# These values were computed by release 0.1 and are stored in databases and sent in mail. A
+# change of scheme (another hash, a dropped context, another salt) would silently stop matching
+# every stored suppression or break every link in old mail: such a change needs a migration, and
+# this test is what says so.
+RELEASE_KEY = "test-secret-key-0123456789abcdef"
+ANNA_HASH = "a656e3177ebe8a1734f0226726b69b39c141b6c0607f3b9b8f8fa6179e9dcb26"
+NEW_KEY_HASH = "931b6c7171af94cdf0aa0d62ff2f983b86b8c4640a789889e3339e9bac7d082c"
+OLD_KEY_HASH = "4b065a807c35b7d4f371d5a7d29f2d6288c9c758b73e823eb9e1695f53c152e0"
+UNSUBSCRIBE_LINK_TOKEN = "WzQyLCJuZXdzbGV0dGVyIl0.J23LI-MlHnTj46imt1uPRtXnYAA"
+CONFIRM_LINK_TOKEN = "WzQyLFsibmV3c2xldHRlciIsIm9mZmVycyJdXQ.aaQqQA.LqDAx3HYjffc2-gVHYMN7KZ-oYU"
+
+
+def test_the_address_hash_of_an_earlier_release_still_matches() -> None:
+    assert address_hash("anna@example.nl", RELEASE_KEY) == ANNA_HASH
+    assert address_hash("  ANNA@example.NL ", RELEASE_KEY) == ANNA_HASH
+
+
+def test_the_hashes_come_newest_key_first_so_new_suppressions_use_the_newest_key() -> None:
+    # The first hash is the one a new suppression is stored under (delivery/worker.py), the
+    # rest recognise the suppressions stored before each rotation.
+    assert address_hashes("anna@example.nl", ["old-key", "new-key"]) == [
+        NEW_KEY_HASH,
+        OLD_KEY_HASH,
+    ]
+    assert address_hashes("anna@example.nl", ["new-key"]) == [NEW_KEY_HASH]
+
+
+def test_links_mailed_by_an_earlier_release_still_work() -> None:
+    signer = TokenSigner(["release-0.1-key"])
+    claim = signer.read_unsubscribe(UNSUBSCRIBE_LINK_TOKEN)
+    assert (claim.contact_id, claim.list_name) == (42, "newsletter")
+    confirmed = signer.read_confirm(CONFIRM_LINK_TOKEN, max_age_seconds=TTL, now=T0)
+    assert (confirmed.contact_id, confirmed.list_names, confirmed.signed_at) == (
+        42,
+        ("newsletter", "offers"),
+        T0,
+    )
+
+
+def test_a_validly_signed_unsubscribe_payload_of_the_wrong_types_is_forged() -> None:
+    # Signed with our key and salt (as a leaked old format might be), but not (int, str).
+    for payload in (["7", "newsletter"], [7, 8]):
+        token = URLSafeSerializer(["k1"], salt=UNSUBSCRIBE_SALT).dumps(payload)
+        with pytest.raises(ForgedToken) as forged:
+            TokenSigner(["k1"]).read_unsubscribe(token)
+        assert str(forged.value) == "This unsubscribe link is not valid."
+
+
+def test_a_link_that_is_not_a_token_at_all_says_it_is_not_valid() -> None:
+    with pytest.raises(ForgedToken) as unsubscribe:
+        TokenSigner(["k1"]).read_unsubscribe("not-a-token")
+    assert str(unsubscribe.value) == "This unsubscribe link is not valid."
+    with pytest.raises(ForgedToken) as confirm:
+        TokenSigner(["k1"]).read_confirm("not-a-token", max_age_seconds=TTL, now=T0)
+    assert str(confirm.value) == "This confirmation link is not valid."

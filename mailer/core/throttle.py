@@ -143,10 +143,6 @@ class Throttle:
         self._slots = slots or LocalSlots(clock or (lambda: asyncio.get_running_loop().time()))
         self._sleep = sleep
 
-    @property
-    def unlimited(self) -> bool:
-        return not self._global_interval and not self._domain_interval
-
     async def wait_turn(self, domain: str) -> None:
         if self._domain_interval:
             await self._wait(self._slots.delay(f"@{domain}", self._domain_interval))

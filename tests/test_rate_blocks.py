@@ -73,8 +73,8 @@ def test_a_slot_that_went_by_unused_is_dropped_not_sent_late() -> None:
     book = SharedBook(fake)
     slots = BlockSlots(book.reserve, fake.clock)
     assert slots.delay("*", 0.05) == 0.0  # books 0.25 s: five slots, 50 ms apart
-    fake.now += 0.21  # four slots went by; the fifth (0.20) is 10 ms late: still usable
-    assert slots.delay("*", 0.05) == pytest.approx(-0.01)
+    fake.now += 0.205  # four slots went by; the fifth (0.20) is 5 ms late: still usable
+    assert slots.delay("*", 0.05) == pytest.approx(-0.005)
     fake.now += 1.0  # the rest of the block is long gone: a new block, from now
     assert slots.delay("*", 0.05) == 0.0
     assert book.reservations["*"] == 2

@@ -92,7 +92,8 @@ class BlockSlots:
     apart, and nobody else books inside it; so the slots of all workers together are still
     spaced `interval` apart. A slot that went by more than `late` seconds ago unused is
     dropped (another worker's slot may come right after it): a message sent at most `late`
-    after its slot keeps any one-second window under rate * (1 + late) + 1 messages.
+    after its slot keeps any one-second window under rate * (1 + late) + 1 messages. At 50
+    ms, three workers at 30/s bunched to 34 in one second (tests/test_workers.py allows 33).
     """
 
     def __init__(
@@ -101,7 +102,7 @@ class BlockSlots:
         clock: Callable[[], float],
         *,
         block_seconds: float = 0.25,
-        late: float = 0.05,
+        late: float = 0.01,
         most: int = 500,
     ) -> None:
         self._reserve = reserve

@@ -23,6 +23,7 @@ __all__ = [
     "SendProgress",
     "csv_rows",
     "error",
+    "fields",
     "grid",
     "json_document",
     "json_text",
@@ -48,6 +49,13 @@ def _terminal(text: str) -> str:
 def line(text: str) -> None:
     """One message line; never wrapped, so it can be grepped and copied whole."""
     _out.print(_terminal(text), markup=False, soft_wrap=True, highlight=False)
+
+
+def fields(values: Sequence[str]) -> None:
+    """One line of tab-separated fields (for cut and grep), each escaped like `line`; the tabs
+    between them stay tabs."""
+    _out.print("\t".join(_terminal(v) for v in values), markup=False, soft_wrap=True,
+               highlight=False)  # fmt: skip
 
 
 def raw(text: str) -> None:

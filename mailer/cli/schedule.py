@@ -49,7 +49,7 @@ def schedule_list() -> None:
     for entry in entries:
         if not entry.trigger:  # a one-off run that left the job store
             now = "running now" if entry.state == "running" else "no further runs"
-            output.line(f"{entry.campaign}\t{now}\tlast: {entry.last}")
+            output.fields([entry.campaign, now, f"last: {entry.last}"])
             continue
         when = f"{entry.next_run:%Y-%m-%d %H:%M %Z}" if entry.next_run else "paused"
         parts = [entry.campaign, entry.trigger, f"next run {when}"]
@@ -59,7 +59,7 @@ def schedule_list() -> None:
             parts.append(f"MISSED: {entry.last}")
         elif entry.last:
             parts.append(f"last: {entry.last}")
-        output.line("\t".join(parts))
+        output.fields(parts)
 
 
 @schedule_app.command("remove")

@@ -138,7 +138,7 @@ def apply_event(
     With `event_key` (provider, the provider's id of the event) an event handled before
     changes nothing and gives None: a relay's retry is answered, not recorded twice.
     """
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     counted: list[str] = []
     judge: set[int] = set()
     with engine.begin() as conn:
@@ -220,7 +220,7 @@ class CampaignGuard:
 
     def __init__(self, engine: Engine, settings: Settings, refresh_seconds: float = 5.0) -> None:
         self.engine = engine
-        self.keys = settings.require_secret_keys()
+        self.keys = settings.require_hash_keys()
         self.limits = guard_limits(settings.guard)
         self.refresh_seconds = refresh_seconds
         self.campaigns: dict[int, _Judged] = {}

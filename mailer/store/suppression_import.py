@@ -88,7 +88,7 @@ def import_suppressions(
         raise InputError(
             f'--list: "{list_name}" is not a configured list; lists: {", ".join(settings.lists)}.'
         )
-    keys = settings.require_secret_keys()
+    keys = settings.require_hash_keys()
     file, now = str(path), as_utc(now)
     chosen: list[SuppressionReason] = []
     ignored: list[str] = []

@@ -14,7 +14,8 @@ from sqlalchemy import Engine, select
 
 from mailer.config import Settings
 from mailer.core.tokens import address_hashes
-from mailer.store.ledger import DueDelivery, Lane, Ledger, Outcome
+from mailer.store.lane import DueDelivery, Lane, Outcome
+from mailer.store.ledger import Ledger
 from mailer.store.models import Delivery, DeliveryStatus, SuppressionReason
 from tests.conftest import SECRET
 from tests.factories import suppress
@@ -80,7 +81,11 @@ def test_the_last_outcome_is_written_when_the_next_row_is_no_longer_this_workers
     ledger, path, (first, second, _third) = lane
     assert _start(path, first) == 1
     with worker(engine, "b", Clock()) as other:
-        assert _start(other.lane(), second) is None  # b never claimed it
+        others = other.lane()
+        try:
+            assert _start(others, second) is None  # b never claimed it
+        finally:
+            others.close()
     ledger.release()  # a's claims go back to the queue: second is not a's any more
     assert _start(path, second, previous=_sent(first)) is None
     rows = _rows(engine)

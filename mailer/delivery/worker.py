@@ -34,8 +34,9 @@ from mailer.delivery.feedback import CampaignGuard
 from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
 from mailer.errors import InputError, MailerError, NotFoundError, TransportError
 from mailer.store.campaign import content_of
-from mailer.store.ledger import STOPPED, DueDelivery, Lane, Ledger, TakeOver
-from mailer.store.ledger import Outcome as StoredOutcome
+from mailer.store.lane import STOPPED, DueDelivery, Lane
+from mailer.store.lane import Outcome as StoredOutcome
+from mailer.store.ledger import Ledger, TakeOver
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
 

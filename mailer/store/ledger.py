@@ -17,7 +17,7 @@ per-message work, and it must stay cheap next to SMTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -39,6 +39,7 @@ from sqlalchemy.sql import ColumnElement
 from mailer.config import Settings
 from mailer.core.policy import Basis, SkipReason
 from mailer.core.render import Recipient
+from mailer.store.lane import STOPPED, DueDelivery, Lane, Outcome, record_statement
 from mailer.store.models import (
     Campaign,
     CampaignStatus,
@@ -50,7 +51,6 @@ from mailer.store.models import (
     DeliveryStatus,
     Purchase,
     Suppression,
-    SuppressionReason,
 )
 from mailer.store.prepared import Prepared
 from mailer.store.runlock import is_dead_local_process, owner_name
@@ -64,58 +64,8 @@ _consent = Consent.__table__  # type: ignore[attr-defined]
 _campaign = Campaign.__table__  # type: ignore[attr-defined]
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
 
-# What Lane.start returns for a row whose campaign was paused or cancelled since it was claimed.
-STOPPED = "stopped"
-
 _HELD = (DeliveryStatus.CLAIMED, DeliveryStatus.SENDING)
 _PENDING = (DeliveryStatus.QUEUED, DeliveryStatus.DEFERRED, *_HELD)
-
-
-@dataclass(frozen=True, slots=True)
-class DueDelivery:
-    delivery_id: int
-    campaign_id: int
-    basis: str
-    recipient: Recipient
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """A reply's outcome for one row, to be written (`Lane.record`, or with `Lane.start`)."""
-
-    delivery_id: int
-    status: DeliveryStatus
-    smtp_reply: str
-    message_id: str
-    at: datetime
-    next_attempt_at: datetime | None = None
-
-    def params(self, prefix: str = "") -> dict[str, Any]:
-        return {
-            prefix + "delivery_id": self.delivery_id,
-            prefix + "status": self.status,
-            prefix + "smtp_reply": self.smtp_reply[:1000],
-            prefix + "message_id": self.message_id,
-            prefix + "sent_at": self.at if self.status is DeliveryStatus.SENT else None,
-            prefix + "next_attempt_at": self.next_attempt_at,
-        }
-
-
-def _record_statement(prefix: str = "") -> Any:
-    d = _delivery.c
-    return (
-        update(_delivery)
-        .where(d.id == bindparam(prefix + "delivery_id"))
-        .values(
-            status=bindparam(prefix + "status"),
-            smtp_reply=bindparam(prefix + "smtp_reply"),
-            message_id=bindparam(prefix + "message_id"),
-            sent_at=bindparam(prefix + "sent_at", type_=d.sent_at.type),
-            next_attempt_at=bindparam(prefix + "next_attempt_at", type_=d.next_attempt_at.type),
-            lease_owner=None,
-            lease_until=None,
-        )
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +168,7 @@ class Ledger:
             .where(mine)
             .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
         )
-        self.record_sql = Prepared(_record_statement(), dialect)
+        self.record_sql = Prepared(record_statement(), dialect)
         # One durable commit per message: the outcome of a connection's last message and the
         # start of its next are one UPDATE of both rows (one statement, one transaction, on
         # SQLite and PostgreSQL alike), each column taking the value its row needs.
@@ -419,93 +369,3 @@ class Ledger:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-class Lane:
-    """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
-
-    A lane has its own autocommit connection, used through its DB-API cursor with statements
-    compiled once (SQLAlchemy's per-execution work cost more than the SQL): each statement is
-    its own transaction, and a worker can run one lane's statements in a thread while its
-    other connections talk SMTP (on PostgreSQL each commit waits for the disk). `start` can
-    write the outcome of the lane's previous message in the same commit.
-    """
-
-    def __init__(self, ledger: Ledger, engine: Engine) -> None:
-        self._ledger = ledger
-        self._engine = engine
-        self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-
-    def start(
-        self,
-        job: DueDelivery,
-        list_name: str,
-        hashes: Sequence[str],
-        *,
-        previous: Outcome | None = None,
-    ) -> int | str | None:
-        """Mark a claimed row `sending` just before its message goes out, re-checking suppression.
-
-        With `previous` (the outcome of this connection's last message) both are written in
-        one transaction: a crash leaves one row of this connection in doubt, never two.
-        Returns the attempt number, `"suppressed"` if the person was suppressed meanwhile (the
-        row is marked so), `STOPPED` if its campaign was paused meanwhile (the row is queued
-        again), or None if the row is no longer this worker's (lease lost, or cancelled).
-        """
-        ledger, cursor = self._ledger, self._cursor
-        params = {
-            "delivery_id": job.delivery_id,
-            "owner": ledger.owner,
-            "list_name": list_name,
-            **dict(zip(ledger.hash_params, hashes, strict=True)),
-        }
-        if previous is None:
-            started = ledger.start_sql.fetch(cursor, params)
-        else:
-            both = {**params, **previous.params("r_")}
-            rows = ledger.record_then_start_sql.fetch(cursor, both)
-            started = [row[1:] for row in rows if row[0] == job.delivery_id]
-        if started:
-            return int(started[0][0])
-        if ledger.suppress.execute(cursor, params):
-            return DeliveryStatus.SUPPRESSED.value
-        if self._conn.execute(self._ledger.give_back_stopped, params).rowcount:
-            return STOPPED
-        return None
-
-    def give_back(self, job: DueDelivery) -> None:
-        """Queue a claimed row again without trying it (its campaign is known to be stopped)."""
-        params = {"delivery_id": job.delivery_id, "owner": self._ledger.owner}
-        self._conn.execute(self._ledger.give_back_one, params)
-
-    def record(
-        self,
-        delivery_id: int,
-        *,
-        status: DeliveryStatus,
-        smtp_reply: str,
-        message_id: str,
-        at: datetime,
-        next_attempt_at: datetime | None = None,
-        hard_bounce_hash: str | None = None,
-    ) -> None:
-        """Store a reply's outcome; a hard bounce also suppresses the address, atomically."""
-        outcome = Outcome(delivery_id, status, smtp_reply, message_id, at, next_attempt_at)
-        if hard_bounce_hash is None:
-            self._ledger.record_sql.execute(self._cursor, outcome.params())
-            return
-        with self._engine.begin() as conn:  # rare: both or neither
-            self._ledger.record_sql.run(conn, outcome.params())
-            conn.execute(
-                _suppression.insert().values(
-                    address_hash=hard_bounce_hash,
-                    reason=SuppressionReason.HARD_BOUNCE,
-                    scope=None,
-                    at=at,
-                )
-            )
-
-    def close(self) -> None:
-        self._cursor.close()
-        self._conn.close()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
+from tests.project_files import settings_toml
 
 MAILER = str(Path(sys.executable).parent / "mailer")
 
@@ -27,34 +28,12 @@ def write_project(
     """A settings file, contacts.csv with `recipients` subscribers, and campaign "weekly"."""
     config = tmp_path / "mailer.toml"
     database_url = database_url or f"sqlite:///{tmp_path / 'mailer.db'}"
-    config.write_text(
-        f"""
-[sender]
-organization = "Bakkerij Voorbeeld B.V."
-from_name = "Bakkerij Voorbeeld"
-from_address = "nieuws@bakkerij.example"
-postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
-[smtp]
-host = "127.0.0.1"
-port = {sink.port}
-security = "none"
-max_connections = 2
-[throttle]
-messages_per_second = {rate}
-per_domain_per_minute = 0
-[database]
-url = "{database_url}"
-[scheduler]
-misfire_grace_seconds = 60
-[web]
-port = {free_port()}
-[lists.newsletter]
-title = "Nieuwsbrief"
-wording = "Ja, ik wil de nieuwsbrief."
-{extra}
-""",
-        encoding="utf-8",
-    )
+    web = f"[scheduler]\nmisfire_grace_seconds = 60\n[web]\nport = {free_port()}\n"
+    settings = settings_toml(
+        sink.port, database_url, smtp="max_connections = 2", extra=web + extra,
+        throttle=f"messages_per_second = {rate}\nper_domain_per_minute = 0",
+    )  # fmt: skip
+    config.write_text(settings, encoding="utf-8")
     rows = ["email,list,requested_at,confirmed_at"] + [
         f"p{n}@example.nl,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00"
         for n in range(recipients)

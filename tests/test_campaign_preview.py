@@ -14,26 +14,9 @@ from sqlalchemy import create_engine, text
 from mailer.cli import main
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
+from tests.project_files import settings_toml
 
-CONFIG = """
-[sender]
-organization = "Bakkerij Voorbeeld B.V."
-from_name = "Bakkerij Voorbeeld"
-from_address = "nieuws@bakkerij.example"
-postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
-test_addresses = ["Marketing@Bakkerij.example", "baas@bakkerij.example"]
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-[throttle]
-messages_per_second = 0
-[database]
-url = "sqlite:///{db}"
-[lists.newsletter]
-title = "Nieuwsbrief"
-wording = "Ja, ik wil de nieuwsbrief."
-"""
+TEST_ADDRESSES = 'test_addresses = ["Marketing@Bakkerij.example", "baas@bakkerij.example"]'
 
 CONTACTS = """email,first_name,list,requested_at,confirmed_at
 anna@example.nl,Anna,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00
@@ -46,7 +29,8 @@ def project(tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mailer.toml"
-    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    settings = settings_toml(sink.port, f"sqlite:///{tmp_path / 'm.db'}", sender=TEST_ADDRESSES)
+    config.write_text(settings, encoding="utf-8")
     (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
     for args in (
         ["init"],

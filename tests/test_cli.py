@@ -16,29 +16,7 @@ from sqlalchemy import create_engine, text
 from mailer.cli import main
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
-
-CONFIG = """
-[sender]
-organization = "Bakkerij Voorbeeld B.V."
-from_name = "Bakkerij Voorbeeld"
-from_address = "nieuws@bakkerij.example"
-postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
-
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-
-[throttle]
-messages_per_second = 0
-
-[database]
-url = "sqlite:///{db}"
-
-[lists.newsletter]
-title = "Nieuwsbrief"
-wording = "Ja, ik wil de nieuwsbrief."
-"""
+from tests.project_files import line_of, settings_toml
 
 CONTACTS = """email,first_name,list,requested_at,confirmed_at
 anna@example.nl,Anna,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00
@@ -55,7 +33,8 @@ def project(tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mailer.toml"
-    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    settings = settings_toml(sink.port, f"sqlite:///{tmp_path / 'm.db'}")
+    config.write_text(settings, encoding="utf-8")
     (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
     (tmp_path / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
     return config
@@ -193,22 +172,26 @@ def test_a_bad_csv_exits_2_naming_file_line_and_column_and_leaves_the_database_u
     ("change", "message"),
     [
         (("port = ", 'port = "abc" #'), 'key "smtp.port": input should be a valid integer'),
-        (("[smtp]", "[smtp]\nhots = 1"), 'mailer.toml:9: key "smtp.hots": is not a known setting'),
+        (("[smtp]", "[smtp]\nhots = 1"), 'mailer.toml:{line}: key "smtp.hots": is not a known'),
         (
             ('organization = "Bakkerij Voorbeeld B.V."\n', ""),
-            'mailer.toml:2: key "sender.organization": is required but missing.',
+            'mailer.toml:{line}: key "sender.organization": is required but missing.',
         ),
         (('security = "none"', 'security = "ssl"'), 'key "smtp.security": input should be'),
-        (("[lists.newsletter]", "[lists.newsletter"), "mailer.toml:19: is not valid TOML"),
+        (("[lists.newsletter]", "[lists.newsletter"), "mailer.toml:{line}: is not valid TOML"),
     ],
     ids=["wrong-type", "unknown-key", "missing-key", "bad-choice", "toml-syntax"],
 )
 def test_a_bad_config_exits_2_naming_the_file_and_key_and_writes_nothing(
     project: Path, change: tuple[str, str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    project.write_text(project.read_text().replace(*change, 1), encoding="utf-8")
+    changed = project.read_text().replace(*change, 1)
+    project.write_text(changed, encoding="utf-8")
     assert mailer(project, "init") == 2
-    assert message in capsys.readouterr().err
+    # The line named is the one the change is on (for a missing key: its section's header).
+    needle = {"hots": "hots", "sender.": "[sender]", "TOML": "[lists.newsletter"}
+    line = next((line_of(changed, n) for key, n in needle.items() if key in message), 0)
+    assert message.format(line=line) in capsys.readouterr().err
     assert not (project.parent / "m.db").exists()
 
 

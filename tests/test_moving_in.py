@@ -16,31 +16,11 @@ import pytest
 
 from mailer.delivery.sink import SmtpSink
 from tests.process_support import mailer
+from tests.project_files import settings_toml
 
 DATA = Path(__file__).parent / "data" / "imports"
 
-CONFIG = """
-[sender]
-organization = "Bakkerij Voorbeeld B.V."
-from_name = "Bakkerij Voorbeeld"
-from_address = "nieuws@bakkerij.example"
-postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-[throttle]
-messages_per_second = 0
-per_domain_per_minute = 0
-[database]
-url = "sqlite:///{db}"
-[lists.newsletter]
-title = "Nieuwsbrief"
-wording = "Ja, ik wil de nieuwsbrief."
-[lists.offers]
-title = "Aanbiedingen"
-wording = "Ja, stuur mij aanbiedingen."
-"""
+THROTTLE = "messages_per_second = 0\nper_domain_per_minute = 0"
 
 CONFIRMED = {
     "anna.bakker@example.nl", "jan.jansen@example.nl", "renee.dubois@example.be",
@@ -64,7 +44,13 @@ def project(tmp_path: Path, sink: SmtpSink) -> Path:
     for name in DATA.iterdir():
         shutil.copy(name, tmp_path / name.name)
     config = tmp_path / "mailer.toml"
-    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    settings = settings_toml(
+        sink.port,
+        f"sqlite:///{tmp_path / 'm.db'}",
+        lists=("newsletter", "offers"),
+        throttle=THROTTLE,
+    )
+    config.write_text(settings, encoding="utf-8")
     assert mailer(config, "init").returncode == 0
     return config
 

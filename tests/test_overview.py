@@ -16,28 +16,7 @@ from mailer.store.db import make_engine
 from mailer.store.models import ConsentEvent, ConsentOrigin, SuppressionReason
 from tests.conftest import SECRET
 from tests.factories import add_consent, suppress
-
-CONFIG = """
-[sender]
-organization = "Bakkerij Voorbeeld B.V."
-from_name = "Bakkerij Voorbeeld"
-from_address = "nieuws@bakkerij.example"
-postal_address = "Dorpsstraat 1, 1234 AB Voorbeeld"
-[smtp]
-host = "127.0.0.1"
-port = {port}
-security = "none"
-[throttle]
-messages_per_second = 0
-[database]
-url = "sqlite:///{db}"
-[lists.newsletter]
-title = "Nieuwsbrief"
-wording = "Ja, ik wil de nieuwsbrief."
-[lists.offers]
-title = "Aanbiedingen"
-wording = "Ja, stuur mij aanbiedingen."
-"""
+from tests.project_files import settings_toml
 
 CONTACTS = """email,first_name,city,list,requested_at,confirmed_at
 anna@example.nl,Anna,Utrecht,newsletter,2026-01-01T10:00:00,2026-01-01T10:05:00
@@ -55,7 +34,10 @@ def project(tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mailer.toml"
-    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    settings = settings_toml(
+        sink.port, f"sqlite:///{tmp_path / 'm.db'}", lists=("newsletter", "offers")
+    )
+    config.write_text(settings, encoding="utf-8")
     (tmp_path / "contacts.csv").write_text(CONTACTS, encoding="utf-8")
     (tmp_path / "customers.csv").write_text(CUSTOMERS, encoding="utf-8")
     for args in (

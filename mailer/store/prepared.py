@@ -37,7 +37,11 @@ class Prepared:
                 self.wanted.append((name, bind.key))
             else:
                 self.fixed[name] = bind.effective_value
-            if (processor := bind.type.bind_processor(dialect)) is not None:
+            # The dialect's own type: on SQLite the generic DateTime has no processor, and the
+            # driver's default adapter would store "09:00:00+00:00" where SQLAlchemy stores
+            # "09:00:00.000000", so the two would sort apart.
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
                 self.convert[name] = processor
 
     def params(self, values: Mapping[str, Any]) -> Any:

@@ -2,7 +2,8 @@
 
 Per list, the latest consent event is the state: `requested` (pending), `confirmed`, `withdrawn`.
 
-- signup: requested (+ a confirmation mail, rate-limited against subscription bombing);
+- signup: requested (+ a confirmation mail, rate-limited against subscription bombing:
+  double_optin.limits);
 - confirm: requested -> confirmed; confirmed stays confirmed (twice is harmless); withdrawn after
   the request makes the old link stale (an unsubscribe is never undone by an old mail);
 - unsubscribe: -> withdrawn, plus a suppression, in one transaction, so a running campaign skips
@@ -22,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 
+from double_optin.limits import MAX_MAILS_PER_ADDRESS_PER_DAY, RateLimited, SignupLimits
 from double_optin.mail import ConfirmationMail, build_confirmation, deliver
 from double_optin.outcomes import (
     ALL_LISTS,
@@ -37,7 +39,7 @@ from double_optin.outcomes import (
 from mailer.config import Settings
 from mailer.core.addresses import normalise_address
 from mailer.core.render import make_environment
-from mailer.core.tokens import TokenSigner, address_hash
+from mailer.core.tokens import TokenSigner
 from mailer.delivery.acknowledge import send_unsubscribe_ack
 from mailer.delivery.sending import Connection
 from mailer.delivery.welcome import build_welcome, send_welcome, welcome_wanted
@@ -59,11 +61,6 @@ __all__ = [
     "Welcome",
 ]
 
-# Subscription bombing: someone types a victim's address into many forms. Three mails a day is
-# enough for a person who lost the first one, and too few to be a weapon.
-MAX_MAILS_PER_ADDRESS_PER_DAY = 3
-_ADDRESS_WINDOW = timedelta(hours=24)
-_IP_WINDOW = timedelta(hours=1)
 _PENDING = (ConsentEvent.REQUESTED,)
 _ACTIVE = (ConsentEvent.REQUESTED, ConsentEvent.CONFIRMED)
 # What "everything" is called in the acknowledgement ("afgemeld voor al onze e-mail van ...").
@@ -72,17 +69,6 @@ _ALL_TITLE = {"nl": "al onze e-mail", "en": "all our e-mail"}
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _mailbox(email: str) -> str:
-    """The mailbox an address delivers to, for the per-address limit: `victim+1@` and
-    `victim+2@` (subaddresses, RFC 5233) reach the same person as `victim@`."""
-    local, _, domain = email.rpartition("@")
-    return f"{local.split('+', 1)[0] or local}@{domain}"
-
-
-class _RateLimited(Exception):
-    """Rolls the signup transaction back: nothing of an over-limit attempt is kept."""
 
 
 class Flow:
@@ -100,6 +86,7 @@ class Flow:
         self._connect = connect
         self._keys = settings.require_secret_keys()
         self._signer = TokenSigner(self._keys)
+        self._limits = SignupLimits(self._keys, settings.web.signups_per_ip_per_hour)
         self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
@@ -134,7 +121,7 @@ class Flow:
         evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
         try:
             mail = await asyncio.to_thread(self._record_signup, email, wordings, locale, evidence)
-        except _RateLimited:
+        except RateLimited:
             return SignupOutcome(SignupStatus.RATE_LIMITED)
         return SignupOutcome(SignupStatus.ACCEPTED, mail=mail)
 
@@ -144,21 +131,10 @@ class Flow:
         with self.engine.begin() as conn:
             # The first statement writes: on SQLite this takes the write lock, so the counts
             # below cannot race with a concurrent signup (see store.py).
-            self._check_ip(conn, evidence)
+            self._limits.check_ip(conn, evidence)
             contact = store.ensure_contact(conn, email, locale, evidence.at)
             store.add_events(conn, contact.id, wordings, ConsentEvent.REQUESTED, evidence)
             return self._mail_if_allowed(conn, contact, tuple(wordings), evidence.at, locale)
-
-    def _check_ip(self, conn: DbConnection, evidence: store.Evidence) -> None:
-        limit = self.settings.web.signups_per_ip_per_hour
-        store.prune_attempts(conn, evidence.at - max(_ADDRESS_WINDOW, _IP_WINDOW))
-        if not limit or not evidence.ip:
-            return
-        key = address_hash(f"ip:{evidence.ip}", self._keys[-1])
-        store.serialise_on(conn, key)
-        store.record_attempt(conn, "ip", key, evidence.at)
-        if store.count_attempts(conn, "ip", key, evidence.at - _IP_WINDOW) > limit:
-            raise _RateLimited
 
     def _mail_if_allowed(
         self,
@@ -168,13 +144,8 @@ class Flow:
         now: datetime,
         locale: str,
     ) -> ConfirmationMail | None:
-        key = address_hash(_mailbox(contact.email), self._keys[-1])
-        store.serialise_on(conn, key)  # count and record as one step, also on PostgreSQL
-        if store.count_attempts(conn, "address", key, now - _ADDRESS_WINDOW) >= (
-            MAX_MAILS_PER_ADDRESS_PER_DAY
-        ):
+        if not self._limits.allow_mail(conn, contact.email, now):
             return None
-        store.record_attempt(conn, "address", key, now)
         latest = store.latest_events(conn, contact.id)
         token = self._signer.confirm_token(contact.id, list_names, now=now, email=contact.email)
         return ConfirmationMail(
@@ -292,7 +263,7 @@ class Flow:
                 self._record_renew, claim.contact_id, claim.list_names, evidence,
                 made_for=lambda email: TokenSigner.made_for(claim, email),
             )  # fmt: skip
-        except _RateLimited:
+        except RateLimited:
             return ConfirmOutcome(TokenStatus.RENEWED)
 
     def _record_renew(
@@ -304,7 +275,7 @@ class Flow:
         made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
         with self.engine.begin() as conn:
-            self._check_ip(conn, evidence)
+            self._limits.check_ip(conn, evidence)
             contact = store.contact_by_id(conn, contact_id)
             if contact is None or not made_for(contact.email):
                 return ConfirmOutcome(TokenStatus.STALE)

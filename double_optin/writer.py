@@ -7,10 +7,14 @@ latency (docs/performance.md, "Web side under a burst").
 
 Here the writes of all requests that arrive while a batch is being written wait for the next
 batch. A batch runs in a worker thread on one connection, in one transaction (on SQLite taken
-with BEGIN IMMEDIATE, so the write lock is held from the first statement on); each job runs in a
-savepoint of its own, so a job that fails (or raises RateLimited) is rolled back alone and its
-caller gets its exception. Every caller is answered only after the commit: an answered
-unsubscribe is on disk, as the rule "honour every unsubscribe at once" asks.
+with BEGIN IMMEDIATE, so the write lock is held from the first statement on). The jobs run one
+after the other without savepoints, which cost as much as a job's own statements; if any job
+raises (RateLimited, a database error), the whole batch is rolled back and written again with
+each job in a savepoint of its own, so the failing job is rolled back alone and its caller gets
+its exception. A job only touches the database, so running it a second time is safe.
+
+Every caller is answered only after the commit: an answered unsubscribe is on disk, as the rule
+"honour every unsubscribe at once" asks.
 """
 
 from __future__ import annotations
@@ -68,6 +72,12 @@ class GroupWriter:
                     future.set_exception(value)
 
     def _write(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+        try:
+            return self._transaction(jobs, savepoints=False)
+        except _JobFailed:  # rolled back: again, each job on its own savepoint
+            return self._transaction(jobs, savepoints=True)
+
+    def _transaction(self, jobs: list[Job], *, savepoints: bool) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self.engine.connect() as conn, conn.begin():
             if conn.dialect.name == "sqlite":
@@ -75,9 +85,19 @@ class GroupWriter:
                 # its RELEASE): begin here, and take the write lock now rather than mid-batch.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             for job in jobs:
+                if not savepoints:
+                    try:
+                        outcomes.append((True, job(conn)))
+                    except Exception as exc:
+                        raise _JobFailed from exc  # leaves the with: the batch is rolled back
+                    continue
                 try:
                     with conn.begin_nested():
                         outcomes.append((True, job(conn)))
                 except Exception as exc:  # this job alone is rolled back; its caller is told
                     outcomes.append((False, exc))
         return outcomes
+
+
+class _JobFailed(Exception):
+    """A job raised in a batch without savepoints: roll it all back and write it again."""

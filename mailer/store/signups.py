@@ -3,6 +3,10 @@
 Synchronous SQLAlchemy Core on one `Connection` inside a transaction the caller owns; the flow
 runs these in a worker thread so the event loop never waits on the database.
 
+The statements that run once per request are built once, at import, with bind parameters:
+SQLAlchemy then reuses their compiled form and cache key, where building them per call cost
+more than the SQL itself under a burst of unsubscribes (docs/performance.md).
+
 Serialisation matters for the anti-bombing counters: every write path here starts with a write,
 so on SQLite the transaction holds the single write lock before it counts anything, and two
 concurrent signups cannot both see "2 mails sent" and both send the third and fourth.
@@ -13,8 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Select, and_, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from mailer.core.tokens import address_hashes
@@ -94,12 +99,13 @@ def ensure_contact(conn: Connection, email: str, locale: str, now: datetime) -> 
     return ContactRow(row.id, row.email, row.locale)
 
 
+_by_id = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
+    _contact.c.id == bindparam("contact_id")
+)
+
+
 def contact_by_id(conn: Connection, contact_id: int) -> ContactRow | None:
-    row = conn.execute(
-        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
-            _contact.c.id == contact_id
-        )
-    ).first()
+    row = conn.execute(_by_id, {"contact_id": contact_id}).first()
     return None if row is None else ContactRow(row.id, row.email, row.locale)
 
 
@@ -134,13 +140,16 @@ def add_events(
     )
 
 
+_events = (
+    select(_consent.c.list_name, _consent.c.event, _consent.c.wording)
+    .where(_consent.c.contact_id == bindparam("contact_id"))
+    .order_by(_consent.c.at, _consent.c.id)
+)
+
+
 def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
     """The most recent consent event per list (by time, then by insertion order)."""
-    rows = conn.execute(
-        select(_consent.c.list_name, _consent.c.event, _consent.c.wording)
-        .where(_consent.c.contact_id == contact_id)
-        .order_by(_consent.c.at, _consent.c.id)
-    )
+    rows = conn.execute(_events, {"contact_id": contact_id})
     return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
 
 
@@ -181,13 +190,31 @@ def prune_attempts(conn: Connection, before: datetime) -> None:
     conn.execute(delete(_attempt).where(_attempt.c.at < before))
 
 
+_last_confirmed = select(func.max(_consent.c.at)).where(
+    _consent.c.contact_id == bindparam("contact_id"), _consent.c.event == ConsentEvent.CONFIRMED
+)
+
+
 def last_confirmed_at(conn: Connection, contact_id: int) -> datetime | None:
-    moment: datetime | None = conn.execute(
-        select(func.max(_consent.c.at)).where(
-            _consent.c.contact_id == contact_id, _consent.c.event == ConsentEvent.CONFIRMED
-        )
-    ).scalar()
+    moment: datetime | None = conn.execute(_last_confirmed, {"contact_id": contact_id}).scalar()
     return moment
+
+
+def _unsubscribed(for_all_lists: bool, since_confirmation: bool) -> Select[Any]:
+    """An earlier unsubscribe suppression of the address for the scope (None: all lists)."""
+    conditions = [
+        _suppression.c.address_hash.in_(bindparam("hashes", expanding=True)),
+        _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
+        _suppression.c.scope.is_(None)
+        if for_all_lists
+        else _suppression.c.scope == bindparam("scope"),
+    ]
+    if since_confirmation:
+        conditions.append(_suppression.c.at >= bindparam("since", type_=_suppression.c.at.type))
+    return select(_suppression.c.id).where(and_(*conditions)).limit(1)
+
+
+_earlier = {(a, s): _unsubscribed(a, s) for a in (False, True) for s in (False, True)}
 
 
 def suppress(
@@ -208,17 +235,9 @@ def suppress(
     since = last_confirmed_at(conn, contact.id)
     added = 0
     for scope in scopes:
-        same_scope = (
-            _suppression.c.scope.is_(None) if scope is None else _suppression.c.scope == scope
-        )
-        conditions = [
-            _suppression.c.address_hash.in_(hashes),
-            _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
-            same_scope,
-        ]
-        if since is not None:
-            conditions.append(_suppression.c.at >= since)
-        exists = conn.execute(select(_suppression.c.id).where(and_(*conditions)).limit(1)).first()
+        query = _earlier[scope is None, since is not None]
+        values = {"hashes": hashes, "scope": scope, "since": since}
+        exists = conn.execute(query, values).first()
         if exists is None:
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
             added += 1

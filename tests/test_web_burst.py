@@ -1,0 +1,74 @@
+"""A burst of concurrent one-click unsubscribes and signups (issue 12, item 7): the web side
+commits them together (double_optin.writer), and still loses nothing and keeps nothing of a
+refused attempt. HTTP against the real app, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from double_optin.app import create_app
+from mailer.config import Settings
+from mailer.core.policy import ConsentFact
+from mailer.core.states import ConsentEvent, ConsentOrigin
+from mailer.core.tokens import TokenSigner, address_hash
+from mailer.delivery.sink import SmtpSink
+from tests.conftest import SECRET, make_settings
+from tests.factories import add_contact
+from tests.web_support import FakeClock, client, rows
+
+pytestmark = pytest.mark.anyio
+SUBSCRIBED = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+def subscribed_people(engine: Engine, settings: Settings, count: int) -> dict[int, str]:
+    fact = ConsentFact("newsletter", ConsentEvent.CONFIRMED, ConsentOrigin.WEB, SUBSCRIBED)
+    emails = [f"klant{n}@voorbeeld.nl" for n in range(count)]
+    return {add_contact(engine, settings, e, at=SUBSCRIBED, consents=[fact]): e for e in emails}
+
+
+async def test_a_burst_of_unsubscribes_and_signups_is_stored_in_full(
+    db_url: str, engine: Engine, sink: SmtpSink
+) -> None:
+    # One signup per IP an hour: the second signup from each IP is refused (429) in the same
+    # burst, and its refusal must not take the unsubscribes committed beside it along.
+    settings = make_settings(db_url, smtp={"port": sink.port}, web={"signups_per_ip_per_hour": 1})
+    app = create_app(settings, engine, clock=FakeClock())
+    people = subscribed_people(engine, settings, 30)
+    signer = TokenSigner([SECRET])
+    answers: dict[str, int] = {}
+
+    async def unsubscribe(contact_id: int) -> None:
+        async with client(app, ip=f"203.0.113.{contact_id % 200}") as web:
+            token = signer.unsubscribe_token(contact_id, "newsletter")
+            answer = await web.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+            answers[people[contact_id]] = answer.status_code
+
+    async def signup(n: int) -> None:
+        async with client(app, ip=f"198.51.100.{n // 2}") as web:
+            data = {"email": f"nieuw{n}@voorbeeld.nl", "lists": "newsletter"}
+            answer: httpx.Response = await web.post("/subscribe", data=data)
+            answers[data["email"]] = answer.status_code
+
+    async with anyio.create_task_group() as group:
+        for n, contact_id in enumerate(people):
+            group.start_soon(unsubscribe, contact_id)
+            if n < 20:
+                group.start_soon(signup, n)
+
+    assert [answers[email] for email in people.values()] == [200] * 30
+    withdrawn = {r["contact_id"] for r in rows(engine, "consent") if r["event"] == "withdrawn"}
+    assert withdrawn == set(people)
+    hashes = {r["address_hash"] for r in rows(engine, "suppression")}
+    assert {address_hash(email, SECRET) for email in people.values()} <= hashes
+
+    refused = sorted(e for e, status in answers.items() if status == 429)
+    accepted = sorted(e for e, status in answers.items() if e.startswith("nieuw") and status == 200)
+    assert len(refused) == len(accepted) == 10  # two signups per IP, one of each allowed
+    stored = {r["email"] for r in rows(engine, "contact")}
+    assert set(accepted) <= stored
+    assert not set(refused) & stored  # nothing of a refused attempt is kept

@@ -87,16 +87,22 @@ def ensure_contact(conn: Connection, email: str, locale: str, now: datetime) -> 
     INSERT .. ON CONFLICT DO NOTHING rather than select-then-insert: two signups of one new
     address at the same moment must not fail on the unique constraint.
     """
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    conn.execute(
-        insert(_contact)
-        .values(email=email, locale=locale, created_at=now)
-        .on_conflict_do_nothing(index_elements=["email"])
-    )
-    row = conn.execute(
-        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(_contact.c.email == email)
-    ).one()
+    insert = _new_contact[conn.dialect.name == "sqlite"]
+    conn.execute(insert, {"email": email, "locale": locale, "created_at": now})
+    row = conn.execute(_by_email, {"email": email}).one()
     return ContactRow(row.id, row.email, row.locale)
+
+
+# Keyed by "is SQLite": the two dialects spell ON CONFLICT with their own insert().
+_new_contact = {
+    lite: (sqlite.insert if lite else postgresql.insert)(_contact).on_conflict_do_nothing(
+        index_elements=["email"]
+    )
+    for lite in (True, False)
+}
+_by_email = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
+    _contact.c.email == bindparam("email")
+)
 
 
 _by_id = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
@@ -120,7 +126,7 @@ def add_events(
     if not wordings:
         return
     conn.execute(
-        _consent.insert(),
+        _add_consent,
         [
             {
                 "contact_id": contact_id,
@@ -147,6 +153,9 @@ _events = (
 )
 
 
+_add_consent = _consent.insert()
+
+
 def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
     """The most recent consent event per list (by time, then by insertion order)."""
     rows = conn.execute(_events, {"contact_id": contact_id})
@@ -166,7 +175,10 @@ def serialise_on(conn: Connection, key_hash: str) -> None:
 
 
 def record_attempt(conn: Connection, kind: str, key_hash: str, at: datetime) -> None:
-    conn.execute(_attempt.insert().values(kind=kind, key_hash=key_hash, at=at))
+    conn.execute(_add_attempt, {"kind": kind, "key_hash": key_hash, "at": at})
+
+
+_add_attempt = _attempt.insert()
 
 
 _count = (
@@ -187,7 +199,10 @@ def count_attempts(conn: Connection, kind: str, key_hash: str, since: datetime) 
 
 def prune_attempts(conn: Connection, before: datetime) -> None:
     """Forget rate-limit rows older than the longest window: they are personal data too."""
-    conn.execute(delete(_attempt).where(_attempt.c.at < before))
+    conn.execute(_prune, {"before": before})
+
+
+_prune = delete(_attempt).where(_attempt.c.at < bindparam("before", type_=_attempt.c.at.type))
 
 
 _last_confirmed = select(func.max(_consent.c.at)).where(

@@ -18,7 +18,7 @@ from mailer.core.states import ConsentEvent, ConsentOrigin
 from mailer.core.tokens import TokenSigner, address_hash
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET, make_settings
-from tests.factories import add_contact
+from tests.factories import add_consent, add_contact
 from tests.web_support import FakeClock, client, rows
 
 pytestmark = pytest.mark.anyio
@@ -72,3 +72,32 @@ async def test_a_burst_of_unsubscribes_and_signups_is_stored_in_full(
     stored = {r["email"] for r in rows(engine, "contact")}
     assert set(accepted) <= stored
     assert not set(refused) & stored  # nothing of a refused attempt is kept
+
+
+async def test_an_unsubscribe_after_a_new_confirmation_gets_a_suppression_of_its_own(
+    db_url: str, engine: Engine, sink: SmtpSink
+) -> None:
+    # The earlier-suppression check now asks for the last confirmation inside its own query:
+    # a confirmation lifted the old suppression (policy rule 1), so the next unsubscribe must
+    # add one, while a repeat with no confirmation between adds nothing.
+    settings = make_settings(db_url, smtp={"port": sink.port})
+    clock = FakeClock(SUBSCRIBED)
+    app = create_app(settings, engine, clock=clock)
+    (contact_id,) = subscribed_people(engine, settings, 1)
+    token = TokenSigner([SECRET]).unsubscribe_token(contact_id, "newsletter")
+
+    async def one_click() -> None:
+        clock.advance(minutes=1)
+        async with client(app) as web:
+            answer = await web.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+            assert answer.status_code == 200
+
+    await one_click()
+    await one_click()
+    assert len(rows(engine, "suppression")) == 1
+    clock.advance(minutes=1)
+    fact = ConsentFact("newsletter", ConsentEvent.CONFIRMED, ConsentOrigin.WEB, clock())
+    add_consent(engine, contact_id, fact)
+    await one_click()
+
+    assert [s["scope"] for s in rows(engine, "suppression")] == ["newsletter", "newsletter"]

@@ -5,7 +5,12 @@ runs these in a worker thread so the event loop never waits on the database.
 
 The statements that run once per request are built once, at import, with bind parameters:
 SQLAlchemy then reuses their compiled form and cache key, where building them per call cost
-more than the SQL itself under a burst of unsubscribes (docs/performance.md).
+more than the SQL itself under a burst of unsubscribes (docs/performance.md). The three of every
+unsubscribe and confirmation that bind no datetime (the contact, its events) go one step
+further: compiled once per dialect (store.prepared) and run on the DB-API cursor of the
+caller's connection, in its transaction, with none of SQLAlchemy's per-execution work.
+(Prepared converts a datetime with the generic type's processor, not SQLite's, which stores
+another text format and would sort apart from the rest: inserts stay with SQLAlchemy.)
 
 Serialisation matters for the anti-bombing counters: every write path here starts with a write,
 so on SQLite the transaction holds the single write lock before it counts anything, and two
@@ -19,8 +24,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, and_, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement
 
 from mailer.core.tokens import address_hashes
 from mailer.store.models import (
@@ -33,6 +39,7 @@ from mailer.store.models import (
     Suppression,
     SuppressionReason,
 )
+from mailer.store.prepared import Prepared
 from mailer.store.suppression import add_suppression
 
 __all__ = [
@@ -110,9 +117,22 @@ _by_id = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
 )
 
 
+_PREPARED: dict[tuple[str, str, str], Prepared] = {}
+
+
+def _raw(conn: Connection, name: str, statement: ClauseElement) -> tuple[Prepared, Any]:
+    """`statement` compiled once for `conn`'s dialect, and a DB-API cursor in its transaction."""
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, name)
+    if (prepared := _PREPARED.get(key)) is None:
+        prepared = _PREPARED[key] = Prepared(statement, dialect)
+    return prepared, conn.connection.cursor()
+
+
 def contact_by_id(conn: Connection, contact_id: int) -> ContactRow | None:
-    row = conn.execute(_by_id, {"contact_id": contact_id}).first()
-    return None if row is None else ContactRow(row.id, row.email, row.locale)
+    prepared, cursor = _raw(conn, "contact_by_id", _by_id)
+    rows = prepared.fetch(cursor, {"contact_id": contact_id})
+    return ContactRow(*rows[0]) if rows else None
 
 
 def add_events(
@@ -158,8 +178,9 @@ _add_consent = _consent.insert()
 
 def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
     """The most recent consent event per list (by time, then by insertion order)."""
-    rows = conn.execute(_events, {"contact_id": contact_id})
-    return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
+    prepared, cursor = _raw(conn, "latest_events", _events)
+    rows = prepared.fetch(cursor, {"contact_id": contact_id})
+    return {name: LatestEvent(ConsentEvent(event), wording) for name, event, wording in rows}
 
 
 def serialise_on(conn: Connection, key_hash: str) -> None:
@@ -215,21 +236,35 @@ def last_confirmed_at(conn: Connection, contact_id: int) -> datetime | None:
     return moment
 
 
-def _unsubscribed(for_all_lists: bool, since_confirmation: bool) -> Select[Any]:
-    """An earlier unsubscribe suppression of the address for the scope (None: all lists)."""
-    conditions = [
-        _suppression.c.address_hash.in_(bindparam("hashes", expanding=True)),
-        _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
+def _unsubscribed(for_all_lists: bool) -> Select[Any]:
+    """An earlier unsubscribe suppression of the address for the scope (None: all lists), made
+    after the contact's last confirmation, if any (a confirmation lifts a suppression)."""
+    confirmed = (
+        select(func.max(_consent.c.at))
+        .where(
+            _consent.c.contact_id == bindparam("contact_id"),
+            _consent.c.event == ConsentEvent.CONFIRMED,
+        )
+        .scalar_subquery()
+    )
+    same_scope = (
         _suppression.c.scope.is_(None)
         if for_all_lists
-        else _suppression.c.scope == bindparam("scope"),
-    ]
-    if since_confirmation:
-        conditions.append(_suppression.c.at >= bindparam("since", type_=_suppression.c.at.type))
-    return select(_suppression.c.id).where(and_(*conditions)).limit(1)
+        else _suppression.c.scope == bindparam("scope", type_=_suppression.c.scope.type)
+    )
+    return (
+        select(_suppression.c.id)
+        .where(
+            _suppression.c.address_hash.in_(bindparam("hashes", expanding=True)),
+            _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
+            same_scope,
+            _suppression.c.at >= func.coalesce(confirmed, _suppression.c.at),
+        )
+        .limit(1)
+    )
 
 
-_earlier = {(a, s): _unsubscribed(a, s) for a in (False, True) for s in (False, True)}
+_earlier = {for_all_lists: _unsubscribed(for_all_lists) for for_all_lists in (False, True)}
 
 
 def suppress(
@@ -247,12 +282,10 @@ def suppress(
     confirmation lifted it (policy rule 1), so this unsubscribe needs a suppression of its own.
     """
     hashes = address_hashes(contact.email, keys)
-    since = last_confirmed_at(conn, contact.id)
     added = 0
     for scope in scopes:
-        query = _earlier[scope is None, since is not None]
-        values = {"hashes": hashes, "scope": scope, "since": since}
-        exists = conn.execute(query, values).first()
+        values = {"hashes": hashes, "scope": scope, "contact_id": contact.id}
+        exists = conn.execute(_earlier[scope is None], values).first()
         if exists is None:
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
             added += 1

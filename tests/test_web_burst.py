@@ -4,7 +4,9 @@ refused attempt. HTTP against the real app, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import httpx
@@ -101,3 +103,30 @@ async def test_an_unsubscribe_after_a_new_confirmation_gets_a_suppression_of_its
     await one_click()
 
     assert [s["scope"] for s in rows(engine, "suppression")] == ["newsletter", "newsletter"]
+
+
+async def test_a_changed_page_template_shows_on_the_next_unsubscribe(
+    db_url: str, engine: Engine, sink: SmtpSink, tmp_path: Path
+) -> None:
+    # The one-click answer page is kept between answers (Pages.render cached=True); a shop
+    # that restyles its pages while the server runs still sees the change at once.
+    page = tmp_path / "pages" / "nl" / "unsubscribed.html"
+    page.parent.mkdir(parents=True)
+    page.write_text('{% extends "pages/base.html" %}{% block content %}Eerste{% endblock %}')
+    settings = make_settings(db_url, smtp={"port": sink.port}, templates_dir=str(tmp_path))
+    app = create_app(settings, engine, clock=FakeClock())
+    people = subscribed_people(engine, settings, 2)
+    signer = TokenSigner([SECRET])
+    answers = []
+    async with client(app) as web:
+        for contact_id in people:
+            token = signer.unsubscribe_token(contact_id, "newsletter")
+            answers.append(
+                await web.post(f"/unsubscribe/{token}", data={"List-Unsubscribe": "One-Click"})
+            )
+            page.write_text(page.read_text().replace("Eerste", "Tweede"))
+            later = page.stat().st_mtime + 5  # Jinja compares modification times
+            os.utime(page, (later, later))
+
+    assert [a.status_code for a in answers] == [200, 200]
+    assert "Eerste" in answers[0].text and "Tweede" in answers[1].text

@@ -293,10 +293,11 @@ def create_app(
             background.add_task(flow.acknowledge, outcome.ack)
         titles = pages.titles(outcome.left, outcome.locale or lang)
         context = {"titles": titles, "everything": outcome.everything}
-        # RFC 8058 §3.2: answer the POST itself; never a redirect.
+        # RFC 8058 §3.2: answer the POST itself; never a redirect. The page names lists, not
+        # the person: under a burst the same few pages are answered from the cache.
         return pages.render(
             "unsubscribed", outcome.locale or lang, {**context, "basis": outcome.basis},
-            root="../",
+            root="../", cached=True,
         )  # fmt: skip
 
     @app.get("/assets/page.css", include_in_schema=False)

@@ -2,15 +2,18 @@
 
 Per list, the latest consent event is the state: `requested` (pending), `confirmed`, `withdrawn`.
 
-- signup: requested (+ a confirmation mail, rate-limited against subscription bombing);
+- signup: requested (+ a confirmation mail, rate-limited against subscription bombing:
+  double_optin.limits);
 - confirm: requested -> confirmed; confirmed stays confirmed (twice is harmless); withdrawn after
   the request makes the old link stale (an unsubscribe is never undone by an old mail);
 - unsubscribe: -> withdrawn, plus a suppression, in one transaction, so a running campaign skips
-  the person from the next message on (sending re-checks suppression before each send).
+  the person from the next message on (sending re-checks suppression before each send):
+  double_optin.unsubscribe.
 
 Every answer is a value (an outcome with a status: double_optin.outcomes, re-exported here);
 the web layer only renders it. The database work runs in a worker thread so the event loop
-keeps serving while SQLite waits.
+keeps serving while SQLite waits; every write goes through one GroupWriter (double_optin.writer),
+which commits the writes of concurrent requests together and answers each after its commit.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import Connection as DbConnection
 from sqlalchemy import Engine
 
+from double_optin.limits import MAX_MAILS_PER_ADDRESS_PER_DAY, RateLimited, SignupLimits
 from double_optin.mail import ConfirmationMail, build_confirmation, deliver
 from double_optin.outcomes import (
     ALL_LISTS,
@@ -34,10 +39,12 @@ from double_optin.outcomes import (
     UnsubscribeOutcome,
     Welcome,
 )
+from double_optin.unsubscribe import ALL_TITLE, Unsubscribe, record_unsubscribe
+from double_optin.writer import GroupWriter
 from mailer.config import Settings
 from mailer.core.addresses import normalise_address
 from mailer.core.render import make_environment
-from mailer.core.tokens import TokenSigner, address_hash
+from mailer.core.tokens import TokenSigner
 from mailer.delivery.acknowledge import send_unsubscribe_ack
 from mailer.delivery.sending import Connection
 from mailer.delivery.welcome import build_welcome, send_welcome, welcome_wanted
@@ -59,30 +66,13 @@ __all__ = [
     "Welcome",
 ]
 
-# Subscription bombing: someone types a victim's address into many forms. Three mails a day is
-# enough for a person who lost the first one, and too few to be a weapon.
-MAX_MAILS_PER_ADDRESS_PER_DAY = 3
-_ADDRESS_WINDOW = timedelta(hours=24)
-_IP_WINDOW = timedelta(hours=1)
 _PENDING = (ConsentEvent.REQUESTED,)
-_ACTIVE = (ConsentEvent.REQUESTED, ConsentEvent.CONFIRMED)
-# What "everything" is called in the acknowledgement ("afgemeld voor al onze e-mail van ...").
-_ALL_TITLE = {"nl": "al onze e-mail", "en": "all our e-mail"}
+
+T = TypeVar("T")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _mailbox(email: str) -> str:
-    """The mailbox an address delivers to, for the per-address limit: `victim+1@` and
-    `victim+2@` (subaddresses, RFC 5233) reach the same person as `victim@`."""
-    local, _, domain = email.rpartition("@")
-    return f"{local.split('+', 1)[0] or local}@{domain}"
-
-
-class _RateLimited(Exception):
-    """Rolls the signup transaction back: nothing of an over-limit attempt is kept."""
 
 
 class Flow:
@@ -95,11 +85,13 @@ class Flow:
         connect: Callable[[], Connection] | None = None,
     ) -> None:
         self.engine = engine
+        self._writer = GroupWriter(engine)
         self.settings = settings
         self.clock = clock
         self._connect = connect
         self._keys = settings.require_secret_keys()
         self._signer = TokenSigner(self._keys)
+        self._limits = SignupLimits(self._keys, settings.web.signups_per_ip_per_hour)
         self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
@@ -133,32 +125,27 @@ class Flow:
         now = self.clock()
         evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
         try:
-            mail = await asyncio.to_thread(self._record_signup, email, wordings, locale, evidence)
-        except _RateLimited:
+            mail = await self._writer.run(
+                lambda conn: self._record_signup(conn, email, wordings, locale, evidence)
+            )
+        except RateLimited:
             return SignupOutcome(SignupStatus.RATE_LIMITED)
         return SignupOutcome(SignupStatus.ACCEPTED, mail=mail)
 
     def _record_signup(
-        self, email: str, wordings: dict[str, str], locale: str, evidence: store.Evidence
+        self,
+        conn: DbConnection,
+        email: str,
+        wordings: dict[str, str],
+        locale: str,
+        evidence: store.Evidence,
     ) -> ConfirmationMail | None:
-        with self.engine.begin() as conn:
-            # The first statement writes: on SQLite this takes the write lock, so the counts
-            # below cannot race with a concurrent signup (see store.py).
-            self._check_ip(conn, evidence)
-            contact = store.ensure_contact(conn, email, locale, evidence.at)
-            store.add_events(conn, contact.id, wordings, ConsentEvent.REQUESTED, evidence)
-            return self._mail_if_allowed(conn, contact, tuple(wordings), evidence.at, locale)
-
-    def _check_ip(self, conn: DbConnection, evidence: store.Evidence) -> None:
-        limit = self.settings.web.signups_per_ip_per_hour
-        store.prune_attempts(conn, evidence.at - max(_ADDRESS_WINDOW, _IP_WINDOW))
-        if not limit or not evidence.ip:
-            return
-        key = address_hash(f"ip:{evidence.ip}", self._keys[-1])
-        store.serialise_on(conn, key)
-        store.record_attempt(conn, "ip", key, evidence.at)
-        if store.count_attempts(conn, "ip", key, evidence.at - _IP_WINDOW) > limit:
-            raise _RateLimited
+        # The batch holds the write lock (SQLite) or the advisory locks (PostgreSQL), so the
+        # counts below cannot race with a concurrent signup (see store.py).
+        self._limits.check_ip(conn, evidence)
+        contact = store.ensure_contact(conn, email, locale, evidence.at)
+        store.add_events(conn, contact.id, wordings, ConsentEvent.REQUESTED, evidence)
+        return self._mail_if_allowed(conn, contact, tuple(wordings), evidence.at, locale)
 
     def _mail_if_allowed(
         self,
@@ -168,13 +155,8 @@ class Flow:
         now: datetime,
         locale: str,
     ) -> ConfirmationMail | None:
-        key = address_hash(_mailbox(contact.email), self._keys[-1])
-        store.serialise_on(conn, key)  # count and record as one step, also on PostgreSQL
-        if store.count_attempts(conn, "address", key, now - _ADDRESS_WINDOW) >= (
-            MAX_MAILS_PER_ADDRESS_PER_DAY
-        ):
+        if not self._limits.allow_mail(conn, contact.email, now):
             return None
-        store.record_attempt(conn, "address", key, now)
         latest = store.latest_events(conn, contact.id)
         token = self._signer.confirm_token(contact.id, list_names, now=now, email=contact.email)
         return ConfirmationMail(
@@ -214,54 +196,63 @@ class Flow:
         if seen is not None:
             source = f"{self.settings.web.base_url}/confirm"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, now)
-        return await asyncio.to_thread(
-            self._record_confirm, claim.contact_id, claim.list_names, evidence,
-            made_for=lambda email: TokenSigner.made_for(claim, email),
-        )  # fmt: skip
+
+        def job(conn: DbConnection) -> ConfirmOutcome:
+            return self._record_confirm(
+                conn, claim.contact_id, claim.list_names, evidence,
+                made_for=lambda email: TokenSigner.made_for(claim, email),
+            )  # fmt: skip
+
+        return await (self._read(job) if evidence is None else self._writer.run(job))
+
+    async def _read(self, job: Callable[[DbConnection], T]) -> T:
+        """A view that changes nothing: its own connection, beside the writer's batches."""
+
+        def read() -> T:
+            with self.engine.connect() as conn:
+                return job(conn)
+
+        return await asyncio.to_thread(read)
 
     def _record_confirm(
         self,
+        conn: DbConnection,
         contact_id: int,
         list_names: tuple[str, ...],
         evidence: store.Evidence | None,
         *,
         made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
-        with self.engine.begin() as conn:
-            contact = store.contact_by_id(conn, contact_id)
-            # Erased since the mail was sent, or (an old database) the id is someone else's now.
-            if contact is None or not made_for(contact.email):
-                return ConfirmOutcome(TokenStatus.STALE)
-            latest = store.latest_events(conn, contact_id)
-            pending = {
-                n: latest[n].wording
-                for n in list_names
-                if n in latest and latest[n].event in _PENDING
-            }
-            done = [
-                n for n in list_names if n in latest and latest[n].event is ConsentEvent.CONFIRMED
-            ]
-            if not pending and not done:
-                # Withdrawn after this link was mailed, or never requested: an old mail must
-                # not undo an unsubscribe.
-                return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
-            if evidence is None:
-                status = TokenStatus.READY if pending else TokenStatus.CONFIRMED
-                return ConfirmOutcome(status, tuple(pending) + tuple(done), contact.locale)
-            # The wording stored with the confirmation is the one the person ticked.
-            store.add_events(conn, contact_id, pending, ConsentEvent.CONFIRMED, evidence)
-            return ConfirmOutcome(
-                TokenStatus.CONFIRMED,
-                tuple(pending) + tuple(done),
-                contact.locale,
-                welcomes=self._welcomes(contact_id, contact.email, contact.locale, pending),
-            )
+        contact = store.contact_by_id(conn, contact_id)
+        # Erased since the mail was sent, or (an old database) the id is someone else's now.
+        if contact is None or not made_for(contact.email):
+            return ConfirmOutcome(TokenStatus.STALE)
+        latest = store.latest_events(conn, contact_id)
+        pending = {
+            n: latest[n].wording for n in list_names if n in latest and latest[n].event in _PENDING
+        }
+        done = [n for n in list_names if n in latest and latest[n].event is ConsentEvent.CONFIRMED]
+        if not pending and not done:
+            # Withdrawn after this link was mailed, or never requested: an old mail must
+            # not undo an unsubscribe.
+            return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
+        if evidence is None:
+            status = TokenStatus.READY if pending else TokenStatus.CONFIRMED
+            return ConfirmOutcome(status, tuple(pending) + tuple(done), contact.locale)
+        # The wording stored with the confirmation is the one the person ticked.
+        store.add_events(conn, contact_id, pending, ConsentEvent.CONFIRMED, evidence)
+        return ConfirmOutcome(
+            TokenStatus.CONFIRMED,
+            tuple(pending) + tuple(done),
+            contact.locale,
+            welcomes=self._welcomes(contact_id, contact.email, contact.locale, pending),
+        )
 
     def _welcomes(
         self, contact_id: int, email: str, locale: str | None, confirmed: Iterable[str]
     ) -> tuple[Welcome, ...]:
         """Welcome mails for the lists confirmed just now (never for ones confirmed before)."""
-        chosen = locale if locale in _ALL_TITLE else self.settings.locale
+        chosen = locale if locale in ALL_TITLE else self.settings.locale
         base = self.settings.web.base_url
         return tuple(
             Welcome(email, name, chosen,
@@ -288,33 +279,35 @@ class Flow:
             return ConfirmOutcome(TokenStatus.FORGED)
         evidence = store.Evidence("", seen.ip, seen.user_agent, self.clock())
         try:
-            return await asyncio.to_thread(
-                self._record_renew, claim.contact_id, claim.list_names, evidence,
-                made_for=lambda email: TokenSigner.made_for(claim, email),
+            return await self._writer.run(
+                lambda conn: self._record_renew(
+                    conn, claim.contact_id, claim.list_names, evidence,
+                    made_for=lambda email: TokenSigner.made_for(claim, email),
+                )
             )  # fmt: skip
-        except _RateLimited:
+        except RateLimited:
             return ConfirmOutcome(TokenStatus.RENEWED)
 
     def _record_renew(
         self,
+        conn: DbConnection,
         contact_id: int,
         list_names: tuple[str, ...],
         evidence: store.Evidence,
         *,
         made_for: Callable[[str], bool] = lambda _email: True,
     ) -> ConfirmOutcome:
-        with self.engine.begin() as conn:
-            self._check_ip(conn, evidence)
-            contact = store.contact_by_id(conn, contact_id)
-            if contact is None or not made_for(contact.email):
-                return ConfirmOutcome(TokenStatus.STALE)
-            latest = store.latest_events(conn, contact_id)
-            pending = tuple(n for n in list_names if n in latest and latest[n].event in _PENDING)
-            if not pending:
-                return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
-            locale = contact.locale or self.settings.locale
-            mail = self._mail_if_allowed(conn, contact, pending, evidence.at, locale)
-            return ConfirmOutcome(TokenStatus.RENEWED, pending, contact.locale, mail=mail)
+        self._limits.check_ip(conn, evidence)
+        contact = store.contact_by_id(conn, contact_id)
+        if contact is None or not made_for(contact.email):
+            return ConfirmOutcome(TokenStatus.STALE)
+        latest = store.latest_events(conn, contact_id)
+        pending = tuple(n for n in list_names if n in latest and latest[n].event in _PENDING)
+        if not pending:
+            return ConfirmOutcome(TokenStatus.STALE, locale=contact.locale)
+        locale = contact.locale or self.settings.locale
+        mail = self._mail_if_allowed(conn, contact, pending, evidence.at, locale)
+        return ConfirmOutcome(TokenStatus.RENEWED, pending, contact.locale, mail=mail)
 
     # -- unsubscribe -------------------------------------------------------------------------
 
@@ -339,78 +332,17 @@ class Flow:
         if seen is not None:
             source = f"{self.settings.web.base_url}/unsubscribe"
             evidence = store.Evidence(source, seen.ip, seen.user_agent, self.clock())
-        return await asyncio.to_thread(
-            self._record_unsubscribe,
-            claim.contact_id,
-            claim.list_name,
-            scope,
-            how,
-            evidence,
-            claim.basis,
-            made_for=lambda email: TokenSigner.made_for(claim, email),
-        )
 
-    def _record_unsubscribe(
-        self,
-        contact_id: int,
-        list_name: str,
-        scope: str | None,
-        how: str,
-        evidence: store.Evidence | None,
-        basis: str | None = None,
-        *,
-        made_for: Callable[[str], bool] = lambda _email: True,
-    ) -> UnsubscribeOutcome:
-        with self.engine.begin() as conn:
-            contact = store.contact_by_id(conn, contact_id)
-            # An id given to someone else after an erasure (databases from before AUTOINCREMENT)
-            # must not act on them: the token names the address it was made for.
-            if contact is None or not made_for(contact.email):
-                # Erased: the erasure left a hashed suppression for every list; nothing to do.
-                return UnsubscribeOutcome(TokenStatus.STALE, list_name)
-            latest = store.latest_events(conn, contact_id)
-            active = tuple(n for n, e in latest.items() if e.event in _ACTIVE)
-            subscribed = tuple(dict.fromkeys((list_name, *active)))
-            if evidence is None:
-                return UnsubscribeOutcome(
-                    TokenStatus.READY, list_name, subscribed, locale=contact.locale, basis=basis
-                )
-            # A mail to a role address (no consent, no customer) had no list of its own to
-            # leave: its unsubscribe ends all mail to the address (issue 14, row 4).
-            everything = scope == ALL_LISTS or basis == "role_address"
-            # None suppresses every list. The page only offers the person's own lists; any
-            # other value (or none: the one-click POST) means the list of the mail.
-            target = None if everything else (scope if scope in subscribed else list_name)
-            ending = active if everything else tuple(n for n in (target,) if n in active)
-            withdrawn = dict.fromkeys(ending, how)
-            store.add_events(conn, contact_id, withdrawn, ConsentEvent.WITHDRAWN, evidence)
-            added = store.suppress(conn, self._hash_keys, contact, [target], evidence.at)
-            objected = False
-            if basis == "existing_customer":
-                # Tw 11.7(2): the opt-out in a soft opt-in mail objects to "such use" of the
-                # address: every customer-basis campaign skips the person from now on.
-                objected = store.object_to_customer_basis(conn, contact_id, evidence.at) > 0
-            left = ending if everything else (target or list_name,)
-            ack = None
-            # Only when something changed: a provider retrying the one-click POST, or a second
-            # click, must not send a second acknowledgement.
-            if self.settings.policy.acknowledge_unsubscribe and (ending or added or objected):
-                locale = contact.locale if contact.locale in _ALL_TITLE else self.settings.locale
-                lists = self.settings.lists
-                titles = [lists[n].text_for(locale).title for n in left if n in lists]
-                title = _ALL_TITLE[locale] if everything or not titles else ", ".join(titles)
-                ack = Acknowledgement(contact.email, title, locale)
-            return UnsubscribeOutcome(
-                TokenStatus.UNSUBSCRIBED,
-                list_name,
-                subscribed,
-                left,
-                everything,
-                contact.locale,
-                ack,
-                basis,
-                objected,
-            )
+        asked = Unsubscribe(
+            claim.contact_id, claim.list_name, scope, how, evidence, claim.basis,
+            made_for=lambda email: TokenSigner.made_for(claim, email),
+        )  # fmt: skip
+
+        def job(conn: DbConnection) -> UnsubscribeOutcome:
+            return record_unsubscribe(conn, self.settings, self._hash_keys, asked)
+
+        # The view reads beside the writer; the POST waits for its batch's commit.
+        return await (self._read(job) if evidence is None else self._writer.run(job))
 
     async def acknowledge(self, ack: Acknowledgement) -> bool:
         """Send the unsubscribe acknowledgement (the web layer calls this after answering)."""

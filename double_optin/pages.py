@@ -7,10 +7,11 @@ served by the app itself: no assets from other hosts, which the CSP below also e
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from jinja2 import Environment
+from jinja2 import Environment, Template
 from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -63,11 +64,18 @@ def pick_locale(requested: str | None, fallback: str) -> str:
     return requested if requested in LOCALES else fallback
 
 
+# Rendered answer pages kept for `render(..., cached=True)`: a burst of one-click unsubscribes
+# gets the same few pages thousands of times, and rendering one cost more than the rest of the
+# answer. Only pages whose context holds no personal data are kept (list titles, flags).
+_CACHED_PAGES = 256
+
+
 class Pages:
     def __init__(self, settings: Settings, env: Environment | None = None) -> None:
         self.settings = settings
         self.env = env or make_environment(settings)
         self.stylesheet = (BUNDLED_TEMPLATES / "pages" / "page.css").read_bytes()
+        self._rendered: OrderedDict[tuple[Any, ...], str] = OrderedDict()
 
     def titles(
         self, list_names: tuple[str, ...] | list[str], locale: str | None = None
@@ -84,12 +92,32 @@ class Pages:
         *,
         status: int = 200,
         root: str = "./",
+        cached: bool = False,
     ) -> Response:
         """`root` is the relative way back to the app's root ("../" under /confirm/TOKEN), so
-        links and the stylesheet also work when the app is served under a path prefix."""
+        links and the stylesheet also work when the app is served under a path prefix.
+        `cached`: the context holds no personal data, and the page may be kept for the next
+        answer with the same context (the templates are still checked for changes)."""
         chosen = pick_locale(locale, self.settings.locale)
         template = self.env.get_template(f"pages/{chosen}/{name}.html")
-        html = template.render(
+        if not cached:
+            return HTMLResponse(self._html(template, chosen, context, root), status_code=status)
+        # A changed page or base template is loaded again as a new object: a new key.
+        base = self.env.get_template("pages/base.html")
+        frozen = tuple(
+            (k, tuple(v) if isinstance(v, list) else v) for k, v in (context or {}).items()
+        )
+        key = (template, base, root, frozen)
+        if (html := self._rendered.get(key)) is None:
+            html = self._rendered[key] = self._html(template, chosen, context, root)
+            if len(self._rendered) > _CACHED_PAGES:
+                self._rendered.popitem(last=False)
+        return HTMLResponse(html, status_code=status)
+
+    def _html(
+        self, template: Template, chosen: str, context: Mapping[str, Any] | None, root: str
+    ) -> str:
+        return template.render(
             {
                 "locale": chosen,
                 "sender": self.settings.sender,
@@ -101,4 +129,3 @@ class Pages:
                 **(context or {}),
             }
         )
-        return HTMLResponse(html, status_code=status)

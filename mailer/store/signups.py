@@ -3,6 +3,15 @@
 Synchronous SQLAlchemy Core on one `Connection` inside a transaction the caller owns; the flow
 runs these in a worker thread so the event loop never waits on the database.
 
+The statements that run once per request are built once, at import, with bind parameters:
+SQLAlchemy then reuses their compiled form and cache key, where building them per call cost
+more than the SQL itself under a burst of unsubscribes (docs/performance.md). The three of every
+unsubscribe and confirmation that bind no datetime (the contact, its events) go one step
+further: compiled once per dialect (store.prepared) and run on the DB-API cursor of the
+caller's connection, in its transaction, with none of SQLAlchemy's per-execution work.
+(Prepared converts a datetime with the generic type's processor, not SQLite's, which stores
+another text format and would sort apart from the rest: inserts stay with SQLAlchemy.)
+
 Serialisation matters for the anti-bombing counters: every write path here starts with a write,
 so on SQLite the transaction holds the single write lock before it counts anything, and two
 concurrent signups cannot both see "2 mails sent" and both send the third and fourth.
@@ -13,9 +22,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, delete, func, select, text
+from sqlalchemy import Connection, Select, bindparam, delete, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import ClauseElement
 
 from mailer.core.tokens import address_hashes
 from mailer.store.models import (
@@ -28,6 +39,7 @@ from mailer.store.models import (
     Suppression,
     SuppressionReason,
 )
+from mailer.store.prepared import Prepared
 from mailer.store.suppression import add_suppression
 
 __all__ = [
@@ -82,25 +94,45 @@ def ensure_contact(conn: Connection, email: str, locale: str, now: datetime) -> 
     INSERT .. ON CONFLICT DO NOTHING rather than select-then-insert: two signups of one new
     address at the same moment must not fail on the unique constraint.
     """
-    insert = sqlite.insert if conn.dialect.name == "sqlite" else postgresql.insert
-    conn.execute(
-        insert(_contact)
-        .values(email=email, locale=locale, created_at=now)
-        .on_conflict_do_nothing(index_elements=["email"])
-    )
-    row = conn.execute(
-        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(_contact.c.email == email)
-    ).one()
+    insert = _new_contact[conn.dialect.name == "sqlite"]
+    conn.execute(insert, {"email": email, "locale": locale, "created_at": now})
+    row = conn.execute(_by_email, {"email": email}).one()
     return ContactRow(row.id, row.email, row.locale)
 
 
+# Keyed by "is SQLite": the two dialects spell ON CONFLICT with their own insert().
+_new_contact = {
+    lite: (sqlite.insert if lite else postgresql.insert)(_contact).on_conflict_do_nothing(
+        index_elements=["email"]
+    )
+    for lite in (True, False)
+}
+_by_email = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
+    _contact.c.email == bindparam("email")
+)
+
+
+_by_id = select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
+    _contact.c.id == bindparam("contact_id")
+)
+
+
+_PREPARED: dict[tuple[str, str, str], Prepared] = {}
+
+
+def _raw(conn: Connection, name: str, statement: ClauseElement) -> tuple[Prepared, Any]:
+    """`statement` compiled once for `conn`'s dialect, and a DB-API cursor in its transaction."""
+    dialect = conn.dialect
+    key = (dialect.name, dialect.driver, name)
+    if (prepared := _PREPARED.get(key)) is None:
+        prepared = _PREPARED[key] = Prepared(statement, dialect)
+    return prepared, conn.connection.cursor()
+
+
 def contact_by_id(conn: Connection, contact_id: int) -> ContactRow | None:
-    row = conn.execute(
-        select(_contact.c.id, _contact.c.email, _contact.c.locale).where(
-            _contact.c.id == contact_id
-        )
-    ).first()
-    return None if row is None else ContactRow(row.id, row.email, row.locale)
+    prepared, cursor = _raw(conn, "contact_by_id", _by_id)
+    rows = prepared.fetch(cursor, {"contact_id": contact_id})
+    return ContactRow(*rows[0]) if rows else None
 
 
 def add_events(
@@ -114,7 +146,7 @@ def add_events(
     if not wordings:
         return
     conn.execute(
-        _consent.insert(),
+        _add_consent,
         [
             {
                 "contact_id": contact_id,
@@ -134,14 +166,21 @@ def add_events(
     )
 
 
+_events = (
+    select(_consent.c.list_name, _consent.c.event, _consent.c.wording)
+    .where(_consent.c.contact_id == bindparam("contact_id"))
+    .order_by(_consent.c.at, _consent.c.id)
+)
+
+
+_add_consent = _consent.insert()
+
+
 def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
     """The most recent consent event per list (by time, then by insertion order)."""
-    rows = conn.execute(
-        select(_consent.c.list_name, _consent.c.event, _consent.c.wording)
-        .where(_consent.c.contact_id == contact_id)
-        .order_by(_consent.c.at, _consent.c.id)
-    )
-    return {row.list_name: LatestEvent(ConsentEvent(row.event), row.wording) for row in rows}
+    prepared, cursor = _raw(conn, "latest_events", _events)
+    rows = prepared.fetch(cursor, {"contact_id": contact_id})
+    return {name: LatestEvent(ConsentEvent(event), wording) for name, event, wording in rows}
 
 
 def serialise_on(conn: Connection, key_hash: str) -> None:
@@ -157,7 +196,10 @@ def serialise_on(conn: Connection, key_hash: str) -> None:
 
 
 def record_attempt(conn: Connection, kind: str, key_hash: str, at: datetime) -> None:
-    conn.execute(_attempt.insert().values(kind=kind, key_hash=key_hash, at=at))
+    conn.execute(_add_attempt, {"kind": kind, "key_hash": key_hash, "at": at})
+
+
+_add_attempt = _attempt.insert()
 
 
 _count = (
@@ -178,16 +220,51 @@ def count_attempts(conn: Connection, kind: str, key_hash: str, since: datetime) 
 
 def prune_attempts(conn: Connection, before: datetime) -> None:
     """Forget rate-limit rows older than the longest window: they are personal data too."""
-    conn.execute(delete(_attempt).where(_attempt.c.at < before))
+    conn.execute(_prune, {"before": before})
+
+
+_prune = delete(_attempt).where(_attempt.c.at < bindparam("before", type_=_attempt.c.at.type))
+
+
+_last_confirmed = select(func.max(_consent.c.at)).where(
+    _consent.c.contact_id == bindparam("contact_id"), _consent.c.event == ConsentEvent.CONFIRMED
+)
 
 
 def last_confirmed_at(conn: Connection, contact_id: int) -> datetime | None:
-    moment: datetime | None = conn.execute(
-        select(func.max(_consent.c.at)).where(
-            _consent.c.contact_id == contact_id, _consent.c.event == ConsentEvent.CONFIRMED
-        )
-    ).scalar()
+    moment: datetime | None = conn.execute(_last_confirmed, {"contact_id": contact_id}).scalar()
     return moment
+
+
+def _unsubscribed(for_all_lists: bool) -> Select[Any]:
+    """An earlier unsubscribe suppression of the address for the scope (None: all lists), made
+    after the contact's last confirmation, if any (a confirmation lifts a suppression)."""
+    confirmed = (
+        select(func.max(_consent.c.at))
+        .where(
+            _consent.c.contact_id == bindparam("contact_id"),
+            _consent.c.event == ConsentEvent.CONFIRMED,
+        )
+        .scalar_subquery()
+    )
+    same_scope = (
+        _suppression.c.scope.is_(None)
+        if for_all_lists
+        else _suppression.c.scope == bindparam("scope", type_=_suppression.c.scope.type)
+    )
+    return (
+        select(_suppression.c.id)
+        .where(
+            _suppression.c.address_hash.in_(bindparam("hashes", expanding=True)),
+            _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
+            same_scope,
+            _suppression.c.at >= func.coalesce(confirmed, _suppression.c.at),
+        )
+        .limit(1)
+    )
+
+
+_earlier = {for_all_lists: _unsubscribed(for_all_lists) for for_all_lists in (False, True)}
 
 
 def suppress(
@@ -205,20 +282,10 @@ def suppress(
     confirmation lifted it (policy rule 1), so this unsubscribe needs a suppression of its own.
     """
     hashes = address_hashes(contact.email, keys)
-    since = last_confirmed_at(conn, contact.id)
     added = 0
     for scope in scopes:
-        same_scope = (
-            _suppression.c.scope.is_(None) if scope is None else _suppression.c.scope == scope
-        )
-        conditions = [
-            _suppression.c.address_hash.in_(hashes),
-            _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
-            same_scope,
-        ]
-        if since is not None:
-            conditions.append(_suppression.c.at >= since)
-        exists = conn.execute(select(_suppression.c.id).where(and_(*conditions)).limit(1)).first()
+        values = {"hashes": hashes, "scope": scope, "contact_id": contact.id}
+        exists = conn.execute(_earlier[scope is None], values).first()
         if exists is None:
             add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
             added += 1

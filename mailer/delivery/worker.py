@@ -127,7 +127,7 @@ class _Loop:
             task.cancel()
 
     async def consume(self, connection: Connection) -> None:
-        lane = self.ledger.lane()
+        lane = self.ledger.lane(self.sender.lanes)
         pending: StoredOutcome | None = None  # the last outcome, written with the next start
         try:
             while (job := await self.queue.get()) is not None:
@@ -149,11 +149,7 @@ class _Loop:
         finally:
             if pending is not None:  # failing or cancelled: write it if the database lets us
                 with contextlib.suppress(Exception):
-                    lane.record(
-                        pending.delivery_id, status=pending.status, at=pending.at,
-                        smtp_reply=pending.smtp_reply, message_id=pending.message_id,
-                        next_attempt_at=pending.next_attempt_at,
-                    )  # fmt: skip
+                    lane.record_alone(pending)
             lane.close()
             await connection.close()
 
@@ -201,6 +197,8 @@ async def run_worker(
     except* MailerError as failed:
         raise failed.exceptions[0] from None
     finally:
+        await sender.group.finished()  # a group still committing in a thread, then give back
+        sender.lanes.close()
         ledger.release()
         ledger.close()
         sender.rate.close()

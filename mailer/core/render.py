@@ -193,6 +193,7 @@ class MessageFactory:
         self._dkim = dkim or None
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
+        self._last_date: tuple[object, str] = (None, "")
         sender = settings.sender
         self._list_title = settings.lists[campaign.list_name].title
         check_header_value("subject", campaign.subject)
@@ -241,6 +242,13 @@ class MessageFactory:
             self._footer_cache[key] = cached
         return cached
 
+    def _date(self, now: datetime) -> str:
+        """The Date header value (RFC 5322 §3.3), formatted once per second, not per message."""
+        second = (int(now.timestamp()), now.utcoffset())
+        if self._last_date[0] != second:
+            self._last_date = (second, format_datetime(now.replace(microsecond=0)))
+        return self._last_date[1]
+
     def _feedback_id(self, basis: str) -> list[str]:
         """Gmail's feedback loop header, `campaign:list:basis:sender-id` (its last field is the
         sender's id; campaign and list names have no colons), when sender.feedback_id is set."""
@@ -258,7 +266,7 @@ class MessageFactory:
         # objection to that basis, from a role-address mail an end to all mail (issue 14).
         token = self._token(recipient.contact_id, self._campaign.list_name, basis, recipient.email)
         unsubscribe_url = f"{settings.web.base_url}/unsubscribe/{token}"
-        mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + quote(f"unsubscribe {token}")
+        mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + _quoted_subject(token)
         parts = self.parts_for(recipient.locale)
         context: Mapping[str, Any] = {
             "contact": recipient,
@@ -291,15 +299,16 @@ class MessageFactory:
             )
         if parts.variable_images and (bad := image_problems(body)[0]):
             raise TemplateError(_image_message(bad), file=f"campaigns/{self._campaign.template}")
-        ref = delivery_ref or secrets.token_hex(6)
-        message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
-        boundary = "=_" + secrets.token_hex(16)
+        unique = secrets.token_hex(30)  # one read of the system's randomness, not three
+        ref = delivery_ref or unique[48:]
+        message_id = f"<{ref}.{unique[:16]}@{sender.domain}>"
+        boundary = "=_" + unique[16:48]
         to = wire_address(recipient.email)  # IDN domain as A-label (RFC 5891)
         headers = "\r\n".join(
             [
                 self._static_headers,
                 "To: " + encode_address(recipient.display_name, to, utf8=not to.isascii()),
-                f"Date: {format_datetime(now)}",
+                f"Date: {self._date(now)}",
                 f"Message-ID: {message_id}",
                 *self._feedback_id(basis),
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
@@ -319,6 +328,17 @@ class MessageFactory:
         if self._dkim is not None:
             data = sign_message(data, self._dkim, timestamp=int(now.timestamp()))
         return RenderedMessage(message_id, data, unsubscribe_url)
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote() leaves alone (and "/")
+
+
+def _quoted_subject(token: str) -> str:
+    """`quote("unsubscribe " + token)`: a signed token is URL-safe already (base64url and
+    "."), so only the space needs escaping; anything else goes through quote()."""
+    if _URL_SAFE.fullmatch(token):
+        return "unsubscribe%20" + token
+    return quote(f"unsubscribe {token}")
 
 
 # Stands in for the unsubscribe URL in cached footers; no template or URL contains it.

@@ -13,7 +13,7 @@ from __future__ import annotations
 import quopri
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -149,6 +149,21 @@ class _Parts:
             # Compiled under the template's name, so .html autoescaping applies as before.
             code = env.compile(inlined, name=name, filename=name)
             self.html = env.template_class.from_code(env, code, env.make_globals(None))
+        self.render_html = _renderer(self.html)
+        self.render_text = _renderer(self.text) if self.text is not None else None
+
+
+def _renderer(template: Template) -> Callable[[Mapping[str, Any]], str]:
+    """`template.render` without merging the template's globals (a ChainMap, slow to copy)
+    into a new dict on every call: they are copied once, here."""
+    base = dict(template.globals)
+    concat = template.environment.concat
+
+    def render(context: Mapping[str, Any]) -> str:
+        variables = {**base, **context}  # shared=True: the context is these, as they are
+        return str(concat(template.root_render_func(template.new_context(variables, shared=True))))
+
+    return render
 
 
 def _list_id(phrase: str, list_id: str) -> str:
@@ -279,10 +294,10 @@ class MessageFactory:
         }
         try:
             footer_html, footer_text = self._footers(parts, basis)
-            body = parts.html.render(context)
+            body = parts.render_html(context)
             html = _with_footer_html(body, footer_html.replace(_URL_SLOT, unsubscribe_url))
             text = (
-                (parts.text.render(context) if parts.text else html_to_text(body)).rstrip()
+                (parts.render_text(context) if parts.render_text else html_to_text(body)).rstrip()
                 + "\n\n-- \n"
                 + footer_text.replace(_URL_SLOT, unsubscribe_url)
             )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import quopri
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -149,6 +149,21 @@ class _Parts:
             # Compiled under the template's name, so .html autoescaping applies as before.
             code = env.compile(inlined, name=name, filename=name)
             self.html = env.template_class.from_code(env, code, env.make_globals(None))
+        self.render_html = _renderer(self.html)
+        self.render_text = _renderer(self.text) if self.text is not None else None
+
+
+def _renderer(template: Template) -> Callable[[Mapping[str, Any]], str]:
+    """`template.render` without merging the template's globals (a ChainMap, slow to copy)
+    into a new dict on every call: they are copied once, here."""
+    base = dict(template.globals)
+    concat = template.environment.concat
+
+    def render(context: Mapping[str, Any]) -> str:
+        variables = {**base, **context}  # shared=True: the context is these, as they are
+        return str(concat(template.root_render_func(template.new_context(variables, shared=True))))
+
+    return render
 
 
 def _list_id(phrase: str, list_id: str) -> str:
@@ -193,6 +208,7 @@ class MessageFactory:
         self._dkim = dkim or None
         self._parts: dict[str, _Parts] = {}
         self._footer_cache: dict[tuple[int, str], tuple[str, str]] = {}
+        self._last_date: tuple[object, str] = (None, "")
         sender = settings.sender
         self._list_title = settings.lists[campaign.list_name].title
         check_header_value("subject", campaign.subject)
@@ -241,6 +257,13 @@ class MessageFactory:
             self._footer_cache[key] = cached
         return cached
 
+    def _date(self, now: datetime) -> str:
+        """The Date header value (RFC 5322 §3.3), formatted once per second, not per message."""
+        second = (int(now.timestamp()), now.utcoffset())
+        if self._last_date[0] != second:
+            self._last_date = (second, format_datetime(now.replace(microsecond=0)))
+        return self._last_date[1]
+
     def _feedback_id(self, basis: str) -> list[str]:
         """Gmail's feedback loop header, `campaign:list:basis:sender-id` (its last field is the
         sender's id; campaign and list names have no colons), when sender.feedback_id is set."""
@@ -258,7 +281,7 @@ class MessageFactory:
         # objection to that basis, from a role-address mail an end to all mail (issue 14).
         token = self._token(recipient.contact_id, self._campaign.list_name, basis, recipient.email)
         unsubscribe_url = f"{settings.web.base_url}/unsubscribe/{token}"
-        mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + quote(f"unsubscribe {token}")
+        mailto = f"mailto:{sender.unsubscribe_mailto}?subject=" + _quoted_subject(token)
         parts = self.parts_for(recipient.locale)
         context: Mapping[str, Any] = {
             "contact": recipient,
@@ -271,10 +294,10 @@ class MessageFactory:
         }
         try:
             footer_html, footer_text = self._footers(parts, basis)
-            body = parts.html.render(context)
+            body = parts.render_html(context)
             html = _with_footer_html(body, footer_html.replace(_URL_SLOT, unsubscribe_url))
             text = (
-                (parts.text.render(context) if parts.text else html_to_text(body)).rstrip()
+                (parts.render_text(context) if parts.render_text else html_to_text(body)).rstrip()
                 + "\n\n-- \n"
                 + footer_text.replace(_URL_SLOT, unsubscribe_url)
             )
@@ -291,15 +314,16 @@ class MessageFactory:
             )
         if parts.variable_images and (bad := image_problems(body)[0]):
             raise TemplateError(_image_message(bad), file=f"campaigns/{self._campaign.template}")
-        ref = delivery_ref or secrets.token_hex(6)
-        message_id = f"<{ref}.{secrets.token_hex(8)}@{sender.domain}>"
-        boundary = "=_" + secrets.token_hex(16)
+        unique = secrets.token_hex(30)  # one read of the system's randomness, not three
+        ref = delivery_ref or unique[48:]
+        message_id = f"<{ref}.{unique[:16]}@{sender.domain}>"
+        boundary = "=_" + unique[16:48]
         to = wire_address(recipient.email)  # IDN domain as A-label (RFC 5891)
         headers = "\r\n".join(
             [
                 self._static_headers,
                 "To: " + encode_address(recipient.display_name, to, utf8=not to.isascii()),
-                f"Date: {format_datetime(now)}",
+                f"Date: {self._date(now)}",
                 f"Message-ID: {message_id}",
                 *self._feedback_id(basis),
                 f"List-Unsubscribe: <{unsubscribe_url}>,\r\n <{mailto}>",
@@ -319,6 +343,17 @@ class MessageFactory:
         if self._dkim is not None:
             data = sign_message(data, self._dkim, timestamp=int(now.timestamp()))
         return RenderedMessage(message_id, data, unsubscribe_url)
+
+
+_URL_SAFE = re.compile(r"[A-Za-z0-9_.~-]*")  # what quote() leaves alone (and "/")
+
+
+def _quoted_subject(token: str) -> str:
+    """`quote("unsubscribe " + token)`: a signed token is URL-safe already (base64url and
+    "."), so only the space needs escaping; anything else goes through quote()."""
+    if _URL_SAFE.fullmatch(token):
+        return "unsubscribe%20" + token
+    return quote(f"unsubscribe {token}")
 
 
 # Stands in for the unsubscribe URL in cached footers; no template or URL contains it.

@@ -37,6 +37,14 @@ class _Handler:
     def __init__(self, sink: SmtpSink) -> None:
         self._sink = sink
 
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self._sink.pipelining:  # aiosmtpd reads pipelined commands in order; it may say so
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         message = CapturedMessage(
             mail_from=envelope.mail_from,
@@ -64,10 +72,16 @@ class SmtpSink:
     """`with SmtpSink() as sink:` serves SMTP on 127.0.0.1:`sink.port` until the block ends."""
 
     def __init__(
-        self, host: str = "127.0.0.1", reply: ReplyHook | None = None, *, smtputf8: bool = False
+        self,
+        host: str = "127.0.0.1",
+        reply: ReplyHook | None = None,
+        *,
+        smtputf8: bool = False,
+        pipelining: bool = False,
     ) -> None:
         self.host = host
         self.smtputf8 = smtputf8  # offer SMTPUTF8 (RFC 6531), as most providers do
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920), as Postfix and Exim do
         self.port = 0
         self.reply = reply
         self.messages: list[CapturedMessage] = []

@@ -6,39 +6,34 @@ on several hosts, share the queue through the ledger (mailer.store.ledger) and o
 database (mailer.store.sharedrate).
 
 Inside a worker: one task claims batches into a queue, `smtp.max_connections` tasks each own
-one SMTP connection and send from it, and one task renews the lease on what is held.
+one SMTP connection and send from it, and one task renews the lease on what is held. What
+happens to one message (start, render, send, record) is mailer.delivery.sender.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Engine
-from sqlmodel import Session
 
 from mailer.config import Settings
-from mailer.core.breaker import Breaker, BreakerState
-from mailer.core.render import MessageFactory, make_environment
-from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
-from mailer.core.tokens import TokenSigner, address_hashes, message_ref
-from mailer.core.verp import verp_address
-from mailer.delivery.dkimkeys import load_signing_keys
-from mailer.delivery.feedback import CampaignGuard
-from mailer.delivery.transport import Outcome, Reply, SmtpConnection, classify
-from mailer.errors import InputError, MailerError, NotFoundError, TransportError
-from mailer.store.campaign import content_of
-from mailer.store.lane import STOPPED, DueDelivery, Lane
+from mailer.delivery.sender import (
+    Clock,
+    Connection,
+    MessageSender,
+    ProgressCallback,
+    ServerUnreachable,
+    utc_now,
+)
+from mailer.delivery.transport import SmtpConnection
+from mailer.errors import MailerError
+from mailer.store.lane import DueDelivery
 from mailer.store.lane import Outcome as StoredOutcome
 from mailer.store.ledger import Ledger, TakeOver
-from mailer.store.models import Campaign, DeliveryStatus
-from mailer.store.sharedrate import SharedRate
 
 __all__ = [
     "Clock",
@@ -46,29 +41,8 @@ __all__ = [
     "ServerUnreachable",
     "WorkSummary",
     "run_worker",
+    "utc_now",
 ]
-
-Clock = Callable[[], datetime]
-ProgressCallback = Callable[[str], None]
-T = TypeVar("T")
-
-
-class ServerUnreachable(TransportError):
-    """The server stayed down for longer than `throttle.max_pause_seconds`."""
-
-
-class Connection(Protocol):
-    async def send(self, sender: str, recipient: str, message: bytes) -> Reply: ...
-    async def probe(self) -> bool: ...
-    async def close(self) -> None: ...
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _monotonic() -> float:
-    return asyncio.get_running_loop().time()
 
 
 @dataclass
@@ -77,218 +51,10 @@ class WorkSummary:
     taken_over: TakeOver = TakeOver()
 
 
-class _Sender:
-    """Per-message work: start the row, render, send, classify the reply, record it."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        settings: Settings,
-        clock: Clock,
-        on_progress: ProgressCallback | None,
-    ) -> None:
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self.on_progress = on_progress
-        self.keys = settings.require_secret_keys()
-        self.signer = TokenSigner(self.keys)
-        self.hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
-        self.env = make_environment(settings)
-        self.dkim = load_signing_keys(settings)  # read, parsed and checked once, up front
-        # cryptography lets go of the GIL while it signs RSA (about 0.35 ms a message): in a
-        # thread, the signature runs on another core while this loop talks SMTP.
-        self.sign_in_thread = any(k.algorithm == "rsa-sha256" for k in self.dkim)
-        self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
-        t = settings.throttle
-        self.rate = SharedRate(engine)
-        # Slots come from blocks booked in the database (one statement per block): a worker
-        # cannot know it stays alone, as a `mailer worker` elsewhere may join at any time.
-        self.throttle = Throttle(
-            t.messages_per_second,
-            t.per_domain_per_minute,
-            slots=BlockSlots(self.rate.reserve, _monotonic),
-        )
-        self.breaker = Breaker()
-        self.offload = engine.dialect.name != "sqlite"
-        self.outcomes: Counter[str] = Counter()
-        # Campaigns found paused or cancelled at a row's start: their other rows held here go
-        # back to the queue without waiting for a throttle turn. The database stays the judge
-        # (Lane.start checks every row); this only saves the waits.
-        self.stopped: set[int] = set()
-        self.guard = CampaignGuard(engine, settings)  # issue 16: pauses a campaign that hurts
-
-    async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a lane's statement: in a thread on a server database, whose commits wait for
-        its disk while the other connections could talk SMTP (PostgreSQL: 357 -> 441 msg/s
-        for one worker); inline on SQLite, whose commits are quick and where the thread hop
-        cost more than it saved (1104 -> 636 msg/s), both by benchmarks/ in one session."""
-        if self.offload:
-            return await asyncio.to_thread(call, *args, **kwargs)
-        return call(*args, **kwargs)
-
-    def campaign(self, campaign_id: int) -> tuple[Campaign, MessageFactory]:
-        known = self.campaigns.get(campaign_id)
-        if known is None:
-            with Session(self.engine) as session:
-                campaign = session.get(Campaign, campaign_id)
-            if campaign is None:
-                raise NotFoundError(f"campaign {campaign_id} disappeared while being sent")
-            factory = MessageFactory(
-                self.env,
-                self.settings,
-                content_of(campaign),
-                self.signer.unsubscribe_token,
-                self.dkim,
-            )
-            known = self.campaigns[campaign_id] = (campaign, factory)
-        return known
-
-    def progress(self, status: str) -> None:
-        self.outcomes[status] += 1
-        if self.on_progress is not None:
-            self.on_progress(status)
-
-    def record(
-        self, job: DueDelivery, attempts: int, reply: Reply, message_id: str
-    ) -> tuple[StoredOutcome, str | None]:
-        """What a reply means for the row: its outcome, and the address hash on a hard bounce."""
-        now = self.clock()
-        outcome = classify(reply)
-        next_attempt_at = None
-        if outcome is Outcome.SENT:
-            status = DeliveryStatus.SENT
-        elif outcome is Outcome.RETRY and attempts < self.settings.throttle.max_attempts:
-            status = DeliveryStatus.DEFERRED
-            delay = backoff_delay(attempts, self.settings.throttle.retry_base_seconds)
-            next_attempt_at = now + timedelta(seconds=delay)
-        else:
-            status = DeliveryStatus.FAILED
-        bounce_hash = None
-        if outcome is Outcome.HARD_BOUNCE:
-            bounce_hash = address_hashes(job.recipient.email, self.hash_keys)[0]
-        self.breaker.record(outcome is Outcome.RETRY, _monotonic())
-        stored = StoredOutcome(
-            job.delivery_id, status, str(reply), message_id, now, next_attempt_at
-        )
-        return stored, bounce_hash
-
-    async def write(
-        self, lane: Lane, outcome: StoredOutcome, bounce_hash: str | None = None
-    ) -> None:
-        """Write an outcome on its own (when no next message can carry it)."""
-        await self.in_lane(
-            lane.record,
-            outcome.delivery_id,
-            status=outcome.status,
-            smtp_reply=outcome.smtp_reply,
-            message_id=outcome.message_id,
-            at=outcome.at,
-            next_attempt_at=outcome.next_attempt_at,
-            hard_bounce_hash=bounce_hash,
-        )
-        self.progress(outcome.status)
-
-    async def judge(self, job: DueDelivery, outcome: StoredOutcome, hard: bool) -> None:
-        """The guard (issue 16) counts the outcome, marks a hard bounce and may pause the
-        campaign; it touches the database only for a hard bounce or a re-read of the counts
-        every few seconds."""
-        facts = (job.campaign_id, job.delivery_id, hard, outcome.smtp_reply, outcome.at)
-        if self.guard.needs_io(job.campaign_id, hard):
-            await self.in_lane(self.guard.recorded, *facts)
-        else:
-            self.guard.recorded(*facts)
-
-    async def through_breaker(self, connection: Connection) -> None:
-        """Wait while the server looks down; one task probes it with a connection, no message."""
-        paused_since = None
-        while (wait := self.breaker.wait(_monotonic())) != 0.0:
-            paused_since = paused_since or _monotonic()
-            if _monotonic() - paused_since > self.settings.throttle.max_pause_seconds:
-                raise ServerUnreachable(
-                    f"The SMTP server {self.settings.smtp.host}:{self.settings.smtp.port} has "
-                    f"not answered for {self.settings.throttle.max_pause_seconds:.0f} s; the run "
-                    "stopped. Deliveries not yet sent stay queued: run the campaign again."
-                )
-            if wait is None:
-                self.breaker.probed(await connection.probe(), _monotonic())
-            else:
-                await asyncio.sleep(wait)
-
-    async def deliver(
-        self,
-        job: DueDelivery,
-        connection: Connection,
-        lane: Lane,
-        previous: StoredOutcome | None = None,
-    ) -> StoredOutcome | None:
-        """Send one message; return its outcome still to be written, or None if written.
-
-        `previous` is the unwritten outcome of this connection's last message: it is written
-        in the one commit that marks this row `sending` (at most one commit per message, and
-        still at most one row of this connection in doubt after a crash).
-        """
-        if job.campaign_id in self.stopped:
-            if previous is not None:
-                await self.write(lane, previous)
-            await self.in_lane(lane.give_back, job)
-            return None
-        if previous is not None and self.breaker.state is not BreakerState.CLOSED:
-            await self.write(lane, previous)  # the wait may be long: do not hold it meanwhile
-            previous = None
-        await self.through_breaker(connection)
-        await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
-        campaign, factory = self.campaign(job.campaign_id)
-        hashes = address_hashes(job.recipient.email, self.hash_keys)
-        attempts = await self.in_lane(
-            lane.start, job, campaign.list_name, hashes, previous=previous
-        )
-        if previous is not None:
-            self.progress(previous.status)
-        if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
-            self.progress(DeliveryStatus.SUPPRESSED)
-            return None
-        if attempts == STOPPED:  # `mailer campaign pause` since the claim: back in the queue
-            self.stopped.add(job.campaign_id)
-            return None
-        if not isinstance(attempts, int):
-            return None  # the lease was lost: the row is another worker's now
-        render = functools.partial(
-            factory.render,
-            job.recipient,
-            basis=job.basis,
-            now=self.clock(),
-            # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
-            delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
-        )
-        try:
-            message = await asyncio.to_thread(render) if self.sign_in_thread else render()
-        except InputError as bad:
-            # One recipient's data (a name with a control character, a variable image URL
-            # that is not https) fails that delivery, not the run.
-            failed = StoredOutcome(
-                job.delivery_id, DeliveryStatus.FAILED, f"not sent: {bad}", "", self.clock()
-            )
-            await self.write(lane, failed)
-            return None
-        envelope_from = self.settings.sender.from_address
-        if self.settings.bounces.return_path:  # VERP: a bounce names its delivery
-            envelope_from = verp_address(self.settings.bounces.return_path, job.delivery_id,
-                                         self.keys)  # fmt: skip
-        reply = await connection.send(envelope_from, job.recipient.email, message.data)
-        outcome, bounce_hash = self.record(job, attempts, reply, message.message_id)
-        if bounce_hash is not None:  # the suppression goes with it, in its own transaction
-            await self.write(lane, outcome, bounce_hash)
-            await self.judge(job, outcome, hard=True)
-            return None
-        await self.judge(job, outcome, hard=False)
-        return outcome
-
-
 class _Loop:
     def __init__(
         self,
-        sender: _Sender,
+        sender: MessageSender,
         ledger: Ledger,
         *,
         campaign_id: int | None,
@@ -361,7 +127,7 @@ class _Loop:
             task.cancel()
 
     async def consume(self, connection: Connection) -> None:
-        lane = self.ledger.lane()
+        lane = self.ledger.lane(self.sender.lanes)
         pending: StoredOutcome | None = None  # the last outcome, written with the next start
         try:
             while (job := await self.queue.get()) is not None:
@@ -383,11 +149,7 @@ class _Loop:
         finally:
             if pending is not None:  # failing or cancelled: write it if the database lets us
                 with contextlib.suppress(Exception):
-                    lane.record(
-                        pending.delivery_id, status=pending.status, at=pending.at,
-                        smtp_reply=pending.smtp_reply, message_id=pending.message_id,
-                        next_attempt_at=pending.next_attempt_at,
-                    )  # fmt: skip
+                    lane.record_alone(pending)
             lane.close()
             await connection.close()
 
@@ -416,7 +178,7 @@ async def run_worker(
     back: claimed rows queued again, rows being handed over marked `unknown`.
     """
     ledger = Ledger.open(engine, settings, clock)
-    sender = _Sender(engine, settings, clock, on_progress)
+    sender = MessageSender(engine, settings, clock, on_progress)
     loop = _Loop(
         sender,
         ledger,
@@ -435,6 +197,8 @@ async def run_worker(
     except* MailerError as failed:
         raise failed.exceptions[0] from None
     finally:
+        await sender.group.finished()  # a group still committing in a thread, then give back
+        sender.lanes.close()
         ledger.release()
         ledger.close()
         sender.rate.close()

@@ -4,10 +4,10 @@ durable commit per message."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Engine, bindparam, update
 
@@ -17,10 +17,12 @@ from mailer.store.models import Delivery, DeliveryStatus, Suppression, Suppressi
 if TYPE_CHECKING:
     from mailer.store.ledger import Ledger
 
-__all__ = ["STOPPED", "DueDelivery", "Lane", "Outcome", "record_statement"]
+__all__ = ["STOPPED", "DueDelivery", "Lane", "LaneConnection", "Outcome", "record_statement"]
 
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
+
+T = TypeVar("T")
 
 # What Lane.start returns for a row whose campaign was paused or cancelled since it was claimed.
 STOPPED = "stopped"
@@ -73,21 +75,61 @@ def record_statement(prefix: str = "") -> Any:
     )
 
 
+class LaneConnection:
+    """An autocommit connection for lane statements, used through its DB-API cursor.
+
+    Each statement is its own transaction, except in `together`: the statements of several
+    lanes (the connections of one worker that got to the ledger in the same loop tick) in one
+    transaction, one commit for all (group commit). A lane's start carries the outcome of its
+    last message, so a crash still leaves at most one row per SMTP connection in doubt: the
+    group commits or rolls back as a whole, and each lane waits for it before it sends again.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        self.cursor = self.conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        # IMMEDIATE: take SQLite's write lock at BEGIN, so no statement of the group has to
+        # upgrade a read snapshot another writer may have made stale meanwhile.
+        self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
+
+    def together(self, calls: Sequence[Callable[[], T]]) -> list[T]:
+        """Run `calls` (lane statements on this connection) in one transaction, in order.
+
+        If one fails, none of them is written, and the error is raised.
+        """
+        if len(calls) == 1:
+            return [calls[0]()]  # one lane: its statement is its own transaction
+        self.cursor.execute(self._begin)
+        try:
+            results = [call() for call in calls]
+        except BaseException:
+            self.cursor.execute("ROLLBACK")
+            raise
+        self.cursor.execute("COMMIT")
+        return results
+
+    def close(self) -> None:
+        self.cursor.close()
+        self.conn.close()
+
+
 class Lane:
     """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
 
-    A lane has its own autocommit connection, used through its DB-API cursor with statements
-    compiled once (SQLAlchemy's per-execution work cost more than the SQL): each statement is
-    its own transaction, and a worker can run one lane's statements in a thread while its
-    other connections talk SMTP (on PostgreSQL each commit waits for the disk). `start` can
-    write the outcome of the lane's previous message in the same commit.
+    A lane runs its statements, compiled once, on the DB-API cursor of a `LaneConnection`
+    (SQLAlchemy's per-execution work cost more than the SQL): its own, or one shared by the
+    lanes of a worker for group commit. On a server database a worker runs the statements in
+    a thread while its other connections talk SMTP (on PostgreSQL each commit waits for the
+    disk). `start` can write the outcome of the lane's previous message in the same commit.
     """
 
-    def __init__(self, ledger: Ledger, engine: Engine) -> None:
+    def __init__(self, ledger: Ledger, connection: LaneConnection | None = None) -> None:
         self._ledger = ledger
-        self._engine = engine
-        self._conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        self._cursor = self._conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        self._owns = connection is None
+        self._shared = connection or LaneConnection(ledger.engine)
+        self._engine = self._shared.engine
+        self._cursor = self._shared.cursor
 
     def start(
         self,
@@ -122,14 +164,14 @@ class Lane:
             return int(started[0][0])
         if ledger.suppress.execute(cursor, params):
             return DeliveryStatus.SUPPRESSED.value
-        if self._conn.execute(self._ledger.give_back_stopped, params).rowcount:
+        if ledger.give_back_stopped.execute(cursor, params):
             return STOPPED
         return None
 
     def give_back(self, job: DueDelivery) -> None:
         """Queue a claimed row again without trying it (its campaign is known to be stopped)."""
         params = {"delivery_id": job.delivery_id, "owner": self._ledger.owner}
-        self._conn.execute(self._ledger.give_back_one, params)
+        self._ledger.give_back_one.execute(self._cursor, params)
 
     def record(
         self,
@@ -142,7 +184,10 @@ class Lane:
         next_attempt_at: datetime | None = None,
         hard_bounce_hash: str | None = None,
     ) -> None:
-        """Store a reply's outcome; a hard bounce also suppresses the address, atomically."""
+        """Store a reply's outcome; a hard bounce also suppresses the address, atomically.
+
+        A hard bounce goes on a connection of its own: never inside a group (`together`).
+        """
         outcome = Outcome(delivery_id, status, smtp_reply, message_id, at, next_attempt_at)
         if hard_bounce_hash is None:
             self._ledger.record_sql.execute(self._cursor, outcome.params())
@@ -158,6 +203,12 @@ class Lane:
                 )
             )
 
+    def record_alone(self, outcome: Outcome) -> None:
+        """Store an outcome on a connection of its own: for a worker that is failing or being
+        cancelled, whose shared connection may be inside a group's transaction."""
+        with self._engine.begin() as conn:
+            self._ledger.record_sql.run(conn, outcome.params())
+
     def close(self) -> None:
-        self._cursor.close()
-        self._conn.close()
+        if self._owns:
+            self._shared.close()

@@ -39,7 +39,7 @@ from sqlalchemy.sql import ColumnElement
 from mailer.config import Settings
 from mailer.core.policy import Basis, SkipReason
 from mailer.core.render import Recipient
-from mailer.store.lane import STOPPED, DueDelivery, Lane, Outcome, record_statement
+from mailer.store.lane import STOPPED, DueDelivery, Lane, LaneConnection, Outcome, record_statement
 from mailer.store.models import (
     Campaign,
     CampaignStatus,
@@ -88,7 +88,7 @@ class Ledger:
         lease_seconds: float,
         clock: Callable[[], datetime],
     ) -> None:
-        self._engine = engine
+        self.engine = engine
         self._conn = engine.connect()
         self.owner = owner
         self.clock = clock
@@ -158,15 +158,17 @@ class Ledger:
         )
         # Paused or cancelled since the claim: back to the queue at once, for whoever resumes it
         # (a cancel has already made the row `cancelled`, so this matches only after a pause).
-        self.give_back_stopped = (
+        self.give_back_stopped = Prepared(
             update(_delivery)
             .where(mine, ~running)
-            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
+            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None),
+            dialect,
         )
-        self.give_back_one = (
+        self.give_back_one = Prepared(
             update(_delivery)
             .where(mine)
-            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None)
+            .values(status=DeliveryStatus.QUEUED, lease_owner=None, lease_until=None),
+            dialect,
         )
         self.record_sql = Prepared(record_statement(), dialect)
         # One durable commit per message: the outcome of a connection's last message and the
@@ -352,9 +354,10 @@ class Ledger:
 
     # -- one message ---------------------------------------------------------------------------
 
-    def lane(self) -> Lane:
-        """A path for one sending connection's per-message statements (see `Lane`)."""
-        return Lane(self, self._engine)
+    def lane(self, connection: LaneConnection | None = None) -> Lane:
+        """A path for one sending connection's per-message statements (see `Lane`), on its
+        own database connection or on `connection`, shared for group commit."""
+        return Lane(self, connection)
 
     def close(self) -> None:
         self._conn.close()

@@ -1,0 +1,98 @@
+"""Group commit: the ledger statements of the SMTP connections of one worker that got to the
+ledger in the same event-loop tick run in one transaction, with one commit.
+
+Each connection asks for its statement (usually: the outcome of its last message plus the
+start of its next, `Lane.start`) and waits until the group is committed before it sends. So
+between two commits each connection still holds one `sending` row at most, and a crash
+leaves at most one delivery in doubt per connection, as without grouping: the group commits
+or rolls back as a whole.
+
+On SQLite the group runs inline, in a callback scheduled after every connection that was
+woken in this tick has asked (its commits are quick, a thread hop costs more). On a server
+database it runs in a thread, and what is asked while it runs forms the next group.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from mailer.store.lane import LaneConnection
+
+__all__ = ["GroupCommit"]
+
+T = TypeVar("T")
+
+
+class GroupCommit:
+    def __init__(self, connection: LaneConnection, *, in_thread: bool) -> None:
+        self._connection = connection
+        self._in_thread = in_thread
+        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._flushing = False
+        self._task: asyncio.Task[None] | None = None
+        self.groups = 0  # commits made, for the benchmarks
+        self.statements = 0
+
+    async def run(self, call: Callable[[], T]) -> T:
+        """Run `call` (a lane statement on the shared connection) in the next group."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._waiting.append((call, future))
+        if not self._flushing:
+            self._flushing = True
+            if self._in_thread:
+                self._task = asyncio.ensure_future(self._flush_in_thread())
+            else:
+                loop.call_soon(self._flush_inline)
+        return await future
+
+    def _flush_inline(self) -> None:
+        batch, self._waiting = self._waiting, []
+        self._flushing = False
+        self._settle(batch, lambda calls: self._connection.together(calls))
+
+    async def _flush_in_thread(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                calls = [call for call, _ in batch]
+                try:
+                    results = await asyncio.to_thread(self._connection.together, calls)
+                except Exception as failed:
+                    self._fail(batch, failed)
+                else:
+                    self._succeed(batch, results)
+        finally:
+            self._flushing = False
+
+    def _settle(
+        self,
+        batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
+        run: Callable[[list[Callable[[], Any]]], list[Any]],
+    ) -> None:
+        try:
+            results = run([call for call, _ in batch])
+        except Exception as failed:
+            self._fail(batch, failed)
+        else:
+            self._succeed(batch, results)
+
+    def _succeed(self, batch: list[tuple[Any, asyncio.Future[Any]]], results: list[Any]) -> None:
+        self.groups += 1
+        self.statements += len(batch)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # a connection cancelled meanwhile no longer waits
+                future.set_result(result)
+
+    def _fail(self, batch: list[tuple[Any, asyncio.Future[Any]]], failed: Exception) -> None:
+        # Nothing of the group was written: every connection in it sees the error.
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(failed)
+
+    async def finished(self) -> None:
+        """Wait for a group still running in a thread (before the connection is closed)."""
+        if self._task is not None and not self._task.done():
+            await asyncio.wait({self._task})

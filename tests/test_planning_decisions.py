@@ -7,7 +7,8 @@ each must carry what `mailer.core.policy.decide` says for the very same facts: i
 its skip reason. Events at one instant are many here, so the order of ties counts too: the
 trail is read in the order it was written (contact, time, id).
 
-The chunk is made small so that contacts, consents and suppressions cross chunk boundaries.
+The chunks are made small so that contacts, consents and suppressions cross chunk boundaries,
+and the ledger rows go to the writer's thread in many chunks.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
 
 from mailer.config import Settings
 from mailer.core.policy import (
@@ -30,7 +32,7 @@ from mailer.core.policy import (
     decide,
 )
 from mailer.core.states import ConsentEvent, ConsentOrigin, SuppressionReason
-from mailer.store import planning
+from mailer.store import planning, planwrite
 from mailer.store.models import Delivery, DeliveryStatus
 from mailer.store.planning import iter_decisions, materialise, plan_counts, rules_from
 from tests.conftest import make_settings
@@ -124,6 +126,7 @@ def test_queue_records_the_policys_decision_for_every_contact(
 ) -> None:
     settings = make_settings(db_url, policy=policy)
     monkeypatch.setattr(planning, "CHUNK", 7)
+    monkeypatch.setattr(planwrite, "CHUNK", 6)
     people = seed_mixed_file(engine, settings, 90, seed=len(str(policy)))
     campaign = new_campaign(engine, settings, "mixed", at=NOW, category="brood")
     assert campaign.id is not None
@@ -148,6 +151,7 @@ def test_a_second_queue_decides_only_the_skipped_rows_again(
     engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(planwrite, "CHUNK", 4)
     people = seed_mixed_file(engine, settings, 40, seed=7)
     campaign = new_campaign(engine, settings, "again", at=NOW, category="brood")
     assert campaign.id is not None
@@ -177,3 +181,21 @@ def test_a_second_queue_decides_only_the_skipped_rows_again(
         assert second[cid] == expected(decision)
     assert {cid: second[cid] for cid in queued} == {cid: first[cid] for cid in queued}
     assert second[skipped[0]][1] == DeliveryStatus.QUEUED  # confirmed on our page since
+
+
+def test_a_write_that_fails_stops_the_plan_and_leaves_no_row(
+    engine: Engine, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The rows are written from a thread of their own: its error must reach the caller, and
+    # the transaction must leave nothing behind. Here the campaign is gone (a foreign key).
+    monkeypatch.setattr(planning, "CHUNK", 5)
+    monkeypatch.setattr(planwrite, "CHUNK", 4)
+    seed_mixed_file(engine, settings, 12, seed=3)
+    campaign = new_campaign(engine, settings, "gone", at=NOW)
+    gone = campaign.model_copy(update={"id": 10_000})
+
+    with pytest.raises(IntegrityError):
+        materialise(engine, settings, gone, NOW)
+
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(_delivery)).scalar() == 0

@@ -3,21 +3,30 @@
 A row that exists keeps its state (nobody is mailed twice); only a skipped row takes the new
 decision, so a person who confirmed since the last run is included now.
 
+The rows go to the database a chunk at a time from a thread of their own, on the write
+connection (used by that thread alone until the end), while the planner reads and decides the
+next chunk on its read connection: the database's work (index entries, foreign-key checks,
+which PostgreSQL runs when each COPY ends) overlaps the planner's instead of following it. The
+drivers let go of the GIL while the database works.
+
 - SQLite: one `INSERT ... ON CONFLICT DO UPDATE` compiled once, run with the driver's
   executemany on plain tuples, a chunk at a time.
-- PostgreSQL: COPY (psycopg 3 `cursor.copy`). The first plan of a campaign (no ledger rows
-  yet, the campaign's run lock held) copies straight into the ledger; a later one copies into
-  a temporary table and merges it with one `INSERT ... SELECT ... ON CONFLICT`.
+- PostgreSQL: COPY (psycopg 3 `cursor.copy`) per chunk. The first plan of a campaign (no
+  ledger rows yet, the campaign's run lock held) copies straight into the ledger; a later one
+  copies each chunk into a temporary table and merges it with `INSERT ... SELECT ... ON
+  CONFLICT`.
 """
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import queue
+import threading
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, literal_column, select
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.exc import DBAPIError
 
 from mailer.core.policy import Decision
 from mailer.store.models import Delivery, DeliveryStatus
@@ -26,6 +35,7 @@ from mailer.store.prepared import Prepared
 __all__ = ["LedgerWriter"]
 
 CHUNK = 5000
+_AHEAD = 2  # chunks waiting for the writer: the planner runs at most this far ahead
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
 _COLUMNS = ("campaign_id", "contact_id", "basis", "skip_reason", "status", "attempts")
 _MERGE_PG = (
@@ -62,6 +72,11 @@ class LedgerWriter:
         self.cursor: Any = conn.connection.cursor()
         # The row values of each decision, worked out once (there are at most ten decisions).
         self.values: dict[Decision, tuple[str | None, str | None, str]] = {}
+        self.batch: list[tuple[Any, ...]] = []
+        self.chunks: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=_AHEAD)
+        self.failure: BaseException | None = None
+        # A daemon: an interrupted plan (Ctrl-C) must not leave the process waiting for it.
+        self.thread = threading.Thread(target=self._write_chunks, name="ledger-writer", daemon=True)
 
     @staticmethod
     def open(conn: Connection, campaign_id: int) -> LedgerWriter:
@@ -69,7 +84,7 @@ class LedgerWriter:
             return _CopyWriter(conn, campaign_id)
         return _ExecutemanyWriter(conn, campaign_id)
 
-    def row(self, contact_id: int, decision: Decision) -> tuple[Any, ...]:
+    def add(self, contact_id: int, decision: Decision) -> None:
         values = self.values.get(decision)
         if values is None:
             status = DeliveryStatus.QUEUED if decision.allowed else DeliveryStatus.SKIPPED
@@ -78,15 +93,39 @@ class LedgerWriter:
                 decision.skip and str(decision.skip),
                 str(status),
             )
-        return (self.campaign_id, contact_id, *values, 0)
+        self.batch.append((self.campaign_id, contact_id, *values, 0))
+        if len(self.batch) >= CHUNK:
+            self._hand_over()
 
-    def add(self, contact_id: int, decision: Decision) -> None:
+    def _hand_over(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.chunks.put(self.batch)
+        self.batch = []
+
+    def _write_chunks(self) -> None:
+        try:
+            while (chunk := self.chunks.get()) is not None:
+                self.write(chunk)
+        except BaseException as exc:  # raised in the planner's thread, at its next chunk
+            self.failure = exc
+            dialect = self.conn.dialect
+            if isinstance(exc, dialect.loaded_dbapi.Error):  # as SQLAlchemy would raise it
+                self.failure = DBAPIError.instance(
+                    None, None, exc, dialect.loaded_dbapi.Error, hide_parameters=True,
+                    dialect=dialect,
+                )  # fmt: skip
+            while self.chunks.get() is not None:  # let the planner hand over and stop
+                pass
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
         raise NotImplementedError
 
-    def finish(self) -> None:
-        """Write what is left; the caller's transaction commits it."""
+    def done(self) -> None:
+        """After the last chunk, in the writer's thread: what the dialect still has to do."""
 
     def __enter__(self) -> LedgerWriter:
+        self.thread.start()
         return self
 
     def __exit__(
@@ -95,29 +134,25 @@ class LedgerWriter:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
+        """Write what is left and wait for the writer; the caller's transaction commits it."""
+        if kind is None and self.batch:
+            self._hand_over()
+        self.chunks.put(None)
+        self.thread.join()
         if kind is None:
-            self.finish()
+            if self.failure is not None:
+                raise self.failure
+            self.done()
+        self.cursor.close()
 
 
 class _ExecutemanyWriter(LedgerWriter):
     def __init__(self, conn: Connection, campaign_id: int) -> None:
         super().__init__(conn, campaign_id)
         self.sql = _sqlite_upsert()
-        self.batch: list[tuple[Any, ...]] = []
 
-    def add(self, contact_id: int, decision: Decision) -> None:
-        self.batch.append(self.row(contact_id, decision))
-        if len(self.batch) >= CHUNK:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.batch:
-            self.cursor.executemany(self.sql, self.batch)
-            self.batch = []
-
-    def finish(self) -> None:
-        self.flush()
-        self.cursor.close()
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        self.cursor.executemany(self.sql, rows)
 
 
 class _CopyWriter(LedgerWriter):
@@ -127,35 +162,24 @@ class _CopyWriter(LedgerWriter):
             select(_delivery.c.id).where(_delivery.c.campaign_id == campaign_id).limit(1)
         ).first()
         self.merge = first is not None
-        target = "plan_rows" if self.merge else "delivery"
+        self.copy_sql = (
+            f"COPY {'plan_rows' if self.merge else 'delivery'} ({', '.join(_COLUMNS)}) FROM STDIN"
+        )
         if self.merge:
             self.cursor.execute(
                 "CREATE TEMPORARY TABLE plan_rows (campaign_id integer, contact_id integer,"
                 " basis varchar(32), skip_reason varchar(32), status varchar(16),"
                 " attempts integer) ON COMMIT DROP"
             )
-        self.stack = ExitStack()
-        self.copy = self.stack.enter_context(
-            self.cursor.copy(f"COPY {target} ({', '.join(_COLUMNS)}) FROM STDIN")
-        )
 
-    def add(self, contact_id: int, decision: Decision) -> None:
-        self.copy.write_row(self.row(contact_id, decision))
-
-    def finish(self) -> None:
-        self.stack.close()  # ends the COPY
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.cursor.copy(self.copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
         if self.merge:
             self.cursor.execute(_MERGE_PG.format(columns=", ".join(_COLUMNS)))
-            self.cursor.execute("DROP TABLE plan_rows")
-        self.cursor.close()
+            self.cursor.execute("TRUNCATE plan_rows")
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        if kind is None:
-            self.finish()
-        else:  # end the COPY with the error: the caller's transaction is rolled back
-            self.stack.__exit__(kind, error, trace)
+    def done(self) -> None:
+        if self.merge:
+            self.cursor.execute("DROP TABLE plan_rows")

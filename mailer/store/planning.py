@@ -3,7 +3,7 @@
 Contacts are read in id order, a chunk at a time (`id > last`), with the chunk's consent events,
 purchases and suppressions fetched per chunk, so memory stays flat whatever the size of the
 file. `plan_counts` only counts; `materialise` writes the decisions into the ledger
-(mailer.store.planwrite: executemany on SQLite, COPY on PostgreSQL).
+(mailer.store.planwrite: a chunk at a time from a thread of its own, COPY on PostgreSQL).
 
 What makes 1M contacts take seconds rather than minutes (docs/performance.md, "Planning and
 queueing at scale"): the chunk statements are compiled once and run on the DB-API cursor, so a

@@ -14,6 +14,7 @@ from mailer.core.policy import (
     CampaignFacts,
     ConsentFact,
     ContactFacts,
+    Decider,
     Decision,
     PolicyRules,
     PurchaseFact,
@@ -369,3 +370,21 @@ def test_facts_after_now_never_change_the_decision(
         suppressions=[*facts.suppressions, *(f for f in later if isinstance(f, SuppressionFact))],
     )
     assert decide(with_future, campaign, NOW, policy) == decide(facts, campaign, NOW, policy)
+
+
+class SmallDecider(Decider):
+    KEPT = 3  # so that the answers kept are dropped and worked out again during the test
+
+
+@settings(max_examples=200)
+@given(st.lists(contacts, min_size=1, max_size=4), st.lists(st.integers(0, 3), max_size=12),
+       campaigns, rules)  # fmt: skip
+def test_the_decider_for_many_contacts_answers_as_decide_does_for_each(
+    pool: list[ContactFacts], picks: list[int], campaign: CampaignFacts, policy: PolicyRules
+) -> None:
+    # The planner asks one Decider for every contact of a campaign; contacts with equal facts
+    # (picked twice here) share an answer, which must be the one decide gives each of them.
+    decider = SmallDecider(campaign, NOW, policy)
+    for facts in [pool[i % len(pool)] for i in picks] + pool:
+        answer = decider.decide(facts.email, facts.consents, facts.purchases, facts.suppressions)
+        assert answer == decide(facts, campaign, NOW, policy)

@@ -31,6 +31,7 @@ __all__ = [
     "CampaignFacts",
     "ConsentFact",
     "ContactFacts",
+    "Decider",
     "Decision",
     "PolicyRules",
     "PurchaseFact",
@@ -134,6 +135,11 @@ class Decision:
         return str(self.basis or self.skip)
 
 
+# Every possible answer, built once: `decide` returns these shared values (a Decision is frozen).
+_ALLOW = {basis: Decision(basis=basis) for basis in Basis}
+_SKIP = {reason: Decision(skip=reason) for reason in SkipReason}
+
+
 @dataclass(frozen=True, slots=True)
 class _ListState:
     confirmed_at: datetime | None  # latest confirmation still in force
@@ -190,11 +196,11 @@ def decide(
     if blocking:
         latest = max(s.at for s in blocking)
         if state.self_confirmed_at is not None and state.self_confirmed_at > latest:
-            return Decision(basis=Basis.CONSENT)
-        return Decision(skip=SkipReason.SUPPRESSED)
+            return _ALLOW[Basis.CONSENT]
+        return _SKIP[SkipReason.SUPPRESSED]
 
     if state.confirmed_at is not None:
-        return Decision(basis=Basis.CONSENT)
+        return _ALLOW[Basis.CONSENT]
 
     customer_skip: SkipReason | None = None
     purchases = [p for p in contact.purchases if p.at <= now]
@@ -207,21 +213,56 @@ def decide(
         if not similar:
             customer_skip = SkipReason.OTHER_CATEGORY
         elif any(p.optout_offered for p in similar):
-            return Decision(basis=Basis.EXISTING_CUSTOMER)
+            return _ALLOW[Basis.EXISTING_CUSTOMER]
         else:
             customer_skip = SkipReason.OPTOUT_NOT_OFFERED
 
     # An objection (AVG art. 21) is the person's own "no": no other basis overrides it.
     if customer_skip is SkipReason.OBJECTED:
-        return Decision(skip=customer_skip)
+        return _SKIP[customer_skip]
     if is_role_address(contact.email, rules):
-        return Decision(basis=Basis.ROLE_ADDRESS)
+        return _ALLOW[Basis.ROLE_ADDRESS]
     if state.pending:
-        return Decision(skip=SkipReason.PENDING_CONFIRMATION)
+        return _SKIP[SkipReason.PENDING_CONFIRMATION]
     if customer_skip is not None:
-        return Decision(skip=customer_skip)
+        return _SKIP[customer_skip]
     known = [c for c in contact.consents if c.at <= now]
     other_lists = {c.list_name for c in known if c.list_name != campaign.list_name}
     if any(_list_state(known, name).confirmed_at for name in other_lists):
-        return Decision(skip=SkipReason.OTHER_LIST)
-    return Decision(skip=SkipReason.NO_BASIS)
+        return _SKIP[SkipReason.OTHER_LIST]
+    return _SKIP[SkipReason.NO_BASIS]
+
+
+class Decider:
+    """`decide` for the many contacts of one campaign at one instant, each answer worked out once.
+
+    `decide` is pure and reads the address only through `is_role_address`, so contacts with
+    equal facts and the same kind of address get the same answer. A list imported from one
+    file has thousands of contacts with the very same events (the planner shares the fact
+    objects, so the comparison is mostly by identity): their answer is looked up, not worked
+    out again. Facts that are all different (web signups, each at its own instant) only cost
+    the lookup; the answers kept are bounded, so memory does not grow with the list.
+    """
+
+    KEPT = 20_000
+
+    def __init__(self, campaign: CampaignFacts, now: datetime, rules: PolicyRules) -> None:
+        self.campaign, self.now, self.rules = campaign, now, rules
+        self._answers: dict[tuple[object, ...], Decision] = {}
+
+    def decide(
+        self,
+        email: str,
+        consents: Sequence[ConsentFact] = (),
+        purchases: Sequence[PurchaseFact] = (),
+        suppressions: Sequence[SuppressionFact] = (),
+    ) -> Decision:
+        role = is_role_address(email, self.rules)
+        key = (role, tuple(consents), tuple(purchases), tuple(suppressions))
+        answer = self._answers.get(key)
+        if answer is None:
+            if len(self._answers) >= self.KEPT:
+                self._answers.clear()
+            contact = ContactFacts(email, consents, purchases, suppressions)
+            answer = self._answers[key] = decide(contact, self.campaign, self.now, self.rules)
+        return answer

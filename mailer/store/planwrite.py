@@ -1,0 +1,180 @@
+"""Writing a campaign's plan into the ledger: one row per contact, in bulk, in one transaction.
+
+A row that exists keeps its state (nobody is mailed twice); only a skipped row takes the new
+decision, so a person who confirmed since the last run is included now.
+
+The rows go to the database a chunk at a time from a thread of their own, on the write
+connection (used by that thread alone until the end), while the planner reads and decides the
+next chunk on its read connection: the database's work (index entries, foreign-key checks)
+overlaps the planner's instead of following it. Each chunk is one statement during which the
+driver lets go of the GIL: a COPY on PostgreSQL; on SQLite one INSERT ... SELECT over the
+chunk as a JSON text (json_each), because sqlite3's executemany takes and gives back the GIL
+for every row, and a thread writing that way only contended with the planner (measured, 100k
+contacts: 4.2 s without a thread, 6.1 s with it).
+
+- SQLite: `INSERT ... SELECT ... FROM json_each(?) ... ON CONFLICT DO UPDATE`, per chunk.
+- PostgreSQL: COPY (psycopg 3 `cursor.copy`) per chunk. The first plan of a campaign (no
+  ledger rows yet, the campaign's run lock held) copies straight into the ledger; a later one
+  copies each chunk into a temporary table and merges it with `INSERT ... SELECT ... ON
+  CONFLICT`.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import DBAPIError
+
+from mailer.core.policy import Decision
+from mailer.store.models import Delivery, DeliveryStatus
+
+__all__ = ["LedgerWriter"]
+
+CHUNK = 5000
+_AHEAD = 2  # chunks waiting for the writer: the planner runs at most this far ahead
+_delivery = Delivery.__table__  # type: ignore[attr-defined]
+_COLUMNS = ("campaign_id", "contact_id", "basis", "skip_reason", "status", "attempts")
+# A chunk's rows as one JSON array of [campaign_id, contact_id, basis, skip_reason, status,
+# attempts]; json_extract rather than ->> (SQLite 3.38), as the rest of the schema needs 3.35.
+# ("WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not the join.)
+_UPSERT_SQLITE = (
+    "INSERT INTO delivery ({columns}) SELECT {values} FROM json_each(?) WHERE true"
+    " ON CONFLICT (campaign_id, contact_id) DO UPDATE"
+    " SET basis = excluded.basis, skip_reason = excluded.skip_reason, status = excluded.status"
+    " WHERE delivery.status = 'skipped'"
+).format(
+    columns=", ".join(_COLUMNS),
+    values=", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(_COLUMNS))),
+)
+_MERGE_PG = (
+    "INSERT INTO delivery ({columns}) SELECT {columns} FROM plan_rows"
+    " ON CONFLICT (campaign_id, contact_id) DO UPDATE"
+    " SET basis = excluded.basis, skip_reason = excluded.skip_reason, status = excluded.status"
+    " WHERE delivery.status = 'skipped'"
+)
+
+
+class LedgerWriter:
+    """Takes (contact id, decision) pairs and writes them as ledger rows of one campaign."""
+
+    def __init__(self, conn: Connection, campaign_id: int) -> None:
+        self.conn = conn
+        self.campaign_id = campaign_id
+        self.cursor: Any = conn.connection.cursor()
+        # The row values of each decision, worked out once (there are at most ten decisions).
+        self.values: dict[Decision, tuple[str | None, str | None, str]] = {}
+        self.batch: list[tuple[Any, ...]] = []
+        self.chunks: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=_AHEAD)
+        self.failure: BaseException | None = None
+        # A daemon: an interrupted plan (Ctrl-C) must not leave the process waiting for it.
+        self.thread = threading.Thread(target=self._write_chunks, name="ledger-writer", daemon=True)
+
+    @staticmethod
+    def open(conn: Connection, campaign_id: int) -> LedgerWriter:
+        if conn.dialect.name == "postgresql":
+            return _CopyWriter(conn, campaign_id)
+        return _JsonWriter(conn, campaign_id)
+
+    def add(self, contact_id: int, decision: Decision) -> None:
+        values = self.values.get(decision)
+        if values is None:
+            status = DeliveryStatus.QUEUED if decision.allowed else DeliveryStatus.SKIPPED
+            values = self.values[decision] = (
+                decision.basis and str(decision.basis),
+                decision.skip and str(decision.skip),
+                str(status),
+            )
+        self.batch.append((self.campaign_id, contact_id, *values, 0))
+        if len(self.batch) >= CHUNK:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+        self.chunks.put(self.batch)
+        self.batch = []
+
+    def _write_chunks(self) -> None:
+        try:
+            while (chunk := self.chunks.get()) is not None:
+                self._write(chunk)
+        except BaseException as exc:  # raised in the planner's thread, at its next chunk
+            self.failure = exc
+            while self.chunks.get() is not None:  # let the planner hand over and stop
+                pass
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        dbapi_error = self.conn.dialect.loaded_dbapi.Error
+        try:
+            self.write(rows)
+        except dbapi_error as exc:  # the driver's own error, raised as SQLAlchemy raises it
+            raise DBAPIError.instance(
+                None, None, exc, dbapi_error, hide_parameters=True, dialect=self.conn.dialect
+            ) from exc
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+    def done(self) -> None:
+        """After the last chunk is written: what the dialect still has to do."""
+
+    def __enter__(self) -> LedgerWriter:
+        self.thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        """Write what is left and wait for the writer; the caller's transaction commits it."""
+        if kind is None and self.batch:
+            self._hand_over()
+        self.chunks.put(None)
+        self.thread.join()
+        if kind is None:
+            if self.failure is not None:
+                raise self.failure
+            self.done()
+        self.cursor.close()
+
+
+class _JsonWriter(LedgerWriter):
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        self.cursor.execute(_UPSERT_SQLITE, (json.dumps(rows),))
+
+
+class _CopyWriter(LedgerWriter):
+    def __init__(self, conn: Connection, campaign_id: int) -> None:
+        super().__init__(conn, campaign_id)
+        first = conn.execute(
+            select(_delivery.c.id).where(_delivery.c.campaign_id == campaign_id).limit(1)
+        ).first()
+        self.merge = first is not None
+        self.copy_sql = (
+            f"COPY {'plan_rows' if self.merge else 'delivery'} ({', '.join(_COLUMNS)}) FROM STDIN"
+        )
+        if self.merge:
+            self.cursor.execute(
+                "CREATE TEMPORARY TABLE plan_rows (campaign_id integer, contact_id integer,"
+                " basis varchar(32), skip_reason varchar(32), status varchar(16),"
+                " attempts integer) ON COMMIT DROP"
+            )
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        with self.cursor.copy(self.copy_sql) as copy:
+            for row in rows:
+                copy.write_row(row)
+        if self.merge:
+            self.cursor.execute(_MERGE_PG.format(columns=", ".join(_COLUMNS)))
+            self.cursor.execute("TRUNCATE plan_rows")
+
+    def done(self) -> None:
+        if self.merge:
+            self.cursor.execute("DROP TABLE plan_rows")

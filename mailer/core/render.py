@@ -48,6 +48,7 @@ __all__ = [
     "RenderedMessage",
     "find_embedded_images",
     "make_environment",
+    "quoted_printable",
 ]
 
 _PACKAGE = Path(__file__).parent.parent  # mailer/
@@ -84,7 +85,8 @@ def find_embedded_images(html: str) -> list[str]:
     return [m.group(1).lower() for m in _EMBEDDED.finditer(html)]
 
 
-def _qp(text: str) -> bytes:
+def quoted_printable(text: str) -> bytes:
+    """`text` as a UTF-8, quoted-printable body with CRLF line ends."""
     # Quoted-printable keeps every line under 76 octets (RFC 2045) and CRLF only (no bare LF).
     body = quopri.encodestring(text.replace("\r\n", "\n").encode("utf-8"))
     return body.replace(b"\n", b"\r\n")
@@ -335,8 +337,8 @@ class MessageFactory:
                 # ASCII, except a non-ASCII local part in To (RFC 6532: sent only with SMTPUTF8).
                 headers.encode("utf-8"),
                 b"\r\n\r\n",
-                _part(boundary, "text/plain", _qp(text)),
-                _part(boundary, "text/html", _qp(html)),
+                _part(boundary, "text/plain", quoted_printable(text)),
+                _part(boundary, "text/html", quoted_printable(html)),
                 f"--{boundary}--\r\n".encode("ascii"),
             ]
         )

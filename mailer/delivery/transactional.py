@@ -7,15 +7,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from email.headerregistry import Address
-from email.message import EmailMessage
-from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime, make_msgid
 from typing import Literal
 
 from mailer.config import Settings
 from mailer.core.addresses import wire_address
-from mailer.core.headers import check_header_value
+from mailer.core.headers import encode_address, encode_header
+from mailer.core.render import quoted_printable
 from mailer.core.text import without_addresses
 from mailer.delivery.sending import Connection
 from mailer.delivery.transport import Outcome, SmtpConnection, classify
@@ -34,23 +32,28 @@ def transactional_message(
     now: datetime,
     auto_submitted: Literal["auto-generated", "auto-replied"],
 ) -> bytes:
-    """A plain-text message from the configured sender to `to`."""
+    """A plain-text message from the configured sender to `to`.
+
+    Built with the header encoders of campaign mail (mailer.core.headers), not with the stdlib's
+    `EmailMessage`, which cost most of a signup's CPU under a burst (docs/performance.md).
+    """
     sender = settings.sender
     to = wire_address(to)  # IDN domain as A-label; a non-ASCII local part needs SMTPUTF8
-    message = EmailMessage(policy=SMTP if to.isascii() else SMTPUTF8)
-    message["From"] = Address(
-        check_header_value("From", sender.from_name), addr_spec=sender.from_address
-    )
-    message["To"] = to
-    message["Subject"] = check_header_value("Subject", subject)
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = make_msgid(domain=sender.domain)
-    if sender.reply_to:
-        message["Reply-To"] = sender.reply_to
-    # RFC 3834 §5: sent by software, so auto-responders must not answer it.
-    message["Auto-Submitted"] = auto_submitted
-    message.set_content(body, charset="utf-8", cte="quoted-printable")
-    return message.as_bytes()
+    headers = [
+        "From: " + encode_address(sender.from_name, sender.from_address),
+        "To: " + encode_address(None, to, utf8=not to.isascii()),
+        encode_header("Subject", subject),
+        f"Date: {format_datetime(now)}",
+        f"Message-ID: {make_msgid(domain=sender.domain)}",
+        *([f"Reply-To: {encode_address(None, sender.reply_to)}"] if sender.reply_to else []),
+        # RFC 3834 §5: sent by software, so auto-responders must not answer it.
+        f"Auto-Submitted: {auto_submitted}",
+        "MIME-Version: 1.0",
+        'Content-Type: text/plain; charset="utf-8"',
+        "Content-Transfer-Encoding: quoted-printable",
+    ]
+    # ASCII, except a non-ASCII local part in To (RFC 6532: sent only with SMTPUTF8).
+    return "\r\n".join(headers).encode("utf-8") + b"\r\n\r\n" + quoted_printable(body)
 
 
 async def deliver_one(

@@ -19,7 +19,7 @@ from mailer.privacy.person import consent_trail, erase_person, export_person
 from mailer.store.db import create_schema, make_engine
 from mailer.store.models import Contact
 from tests.conftest import SECRET, make_settings
-from tests.test_cli import CONFIG
+from tests.project_files import settings_toml
 from tests.test_retention import seed
 
 CONTACTS = """email,first_name,last_name,city,list,wording,source,requested_at,confirmed_at,ip
@@ -42,7 +42,7 @@ def project(tmp_path: Path, sink: SmtpSink, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "mailer.toml"
-    config.write_text(CONFIG.format(port=sink.port, db=tmp_path / "m.db"), encoding="utf-8")
+    config.write_text(settings_toml(sink.port, f"sqlite:///{tmp_path / 'm.db'}"), encoding="utf-8")
     for name, body in (("contacts.csv", CONTACTS), ("again.csv", CONTACTS_AGAIN),
                        ("customers.csv", CUSTOMERS)):  # fmt: skip
         (tmp_path / name).write_text(body, encoding="utf-8")

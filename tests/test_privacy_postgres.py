@@ -18,7 +18,7 @@ from mailer.privacy.person import erase_person, export_person
 from mailer.store.importer import import_contacts, import_customers
 from mailer.store.suppression import is_suppressed
 from tests.conftest import SECRET, make_settings
-from tests.test_cli import CONFIG
+from tests.project_files import settings_toml
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -113,10 +113,7 @@ def test_the_commands_on_postgresql(
     seed(engine, settings, tmp_path)
     monkeypatch.setenv("MAILER_SECRET_KEY", SECRET)
     config = tmp_path / "mailer.toml"
-    config.write_text(
-        CONFIG.replace('"sqlite:///{db}"', f'"{postgres_url}"').format(port=2525),
-        encoding="utf-8",
-    )
+    config.write_text(settings_toml(2525, postgres_url), encoding="utf-8")
 
     def mailer(*args: str) -> str:
         assert main(["--config", str(config), *args]) == 0, args

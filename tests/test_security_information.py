@@ -3,8 +3,8 @@ the warning of `mailer serve`, and one full stop after "B.V."."""
 
 from __future__ import annotations
 
-import re
 import subprocess
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -35,7 +35,7 @@ def test_serve_warns_at_start_without_a_privacy_url_and_keeps_serving(
     tmp_path: Path, sink: SmtpSink
 ) -> None:
     config = write_project(tmp_path, sink, rate=0, recipients=1)
-    port = re.search(r"port = (\d+)\n\[lists", config.read_text()).group(1)  # type: ignore[union-attr]
+    port = tomllib.loads(config.read_text())["web"]["port"]
     service = subprocess.Popen(
         [MAILER, "--config", str(config), "serve"], env=env(),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

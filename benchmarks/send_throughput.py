@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,7 @@ from statistics import median
 from typing import Any
 
 import aiosmtplib
-from common import free_port, seed_consenting_contacts, sink_process, timer
+from common import free_port, seed_consenting_contacts, sink_process, smtp_sink, timer
 
 from mailer.config import parse_settings
 from mailer.core.dkim import sign_message
@@ -186,53 +184,6 @@ def sign_cost_us(dkim: dict[str, Any], rounds: int = 300) -> float:
 
 
 # -- the sinks ---------------------------------------------------------------------------------
-
-
-def _smtp_sink_binary() -> str:
-    found = shutil.which("smtp-sink") or ("/usr/sbin/smtp-sink" if os.path.exists(
-        "/usr/sbin/smtp-sink") else None)  # fmt: skip
-    if found:
-        return found
-    # Debian ships smtp-sink in postfix; the postfix daemon itself is not started for this.
-    print("installing the Debian package postfix for smtp-sink ...", file=sys.stderr)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "postfix"],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
-    return "/usr/sbin/smtp-sink"
-
-
-@contextmanager
-def smtp_sink() -> Iterator[int]:
-    """Postfix's smtp-sink on 127.0.0.1 (it offers PIPELINING), until the block ends."""
-    port = free_port()
-    command = [_smtp_sink_binary(), "-m", "512"]
-    if os.geteuid() == 0:
-        command += ["-u", "nobody"]  # smtp-sink refuses to keep super-user privileges
-    proc = subprocess.Popen([*command, f"127.0.0.1:{port}", "256"], stdout=subprocess.DEVNULL)
-    try:
-        _wait_listening(port)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def _wait_listening(port: int, timeout: float = 10.0) -> None:
-    import socket
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 RELAY_CODE = """

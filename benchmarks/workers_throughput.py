@@ -1,15 +1,18 @@
 """Messages/second of 1, 2 and 4 `mailer worker` processes beside the bare aiosmtplib loop.
 
     .venv/bin/python benchmarks/workers_throughput.py [--recipients 20000] [--workers 1 2 4]
-        [--connections 2] [--rounds 3] [--database postgresql|sqlite]
+        [--connections 4] [--rounds 3] [--database postgresql|sqlite]
+        [--sinks smtp-sink aiosmtpd]
 
-For each worker count: a fresh database (PostgreSQL on 127.0.0.1:5432 by default), N
+For each sink and worker count: a fresh database (PostgreSQL on 127.0.0.1:5432 by default), N
 consenting contacts, `mailer campaign queue`, then N `mailer worker --until-done` processes
-with throttling off, each with --connections SMTP connections, against an aiosmtpd sink in
-its own process. Two rates per run: "wall" from starting the workers to the last one exiting
-(process start-up included), and "steady" from the first to the last `sent_at` in the ledger.
-The bare loop (pre-rendered bytes, 4 connections) runs in the same rounds, alternated with the
-worker runs so a noisy neighbour slows both alike; medians are printed.
+with throttling off, each with --connections SMTP connections, against Postfix's `smtp-sink`
+(C, offers PIPELINING: the workers pipeline, the bare loop cannot) and an aiosmtpd sink (Python,
+no PIPELINING), each in its own process. Two rates per run: "wall" from starting the workers
+to the last one exiting (process start-up included), and "steady" from the first to the last
+`sent_at` in the ledger. The bare loop (pre-rendered bytes, as many connections as one worker)
+runs in the same rounds, alternated with the worker runs so a noisy neighbour slows both alike;
+medians are printed, and each ratio is to the bare loop on the same sink.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from common import (
     postgres_database,
     seed_consenting_contacts,
     sink_process,
+    smtp_sink,
     timer,
     write_config,
 )
@@ -107,47 +111,58 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--recipients", type=int, default=20_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
-    parser.add_argument("--connections", type=int, default=2, help="SMTP connections per worker")
+    parser.add_argument("--connections", type=int, default=4, help="SMTP connections per worker")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--sinks", nargs="+", choices=["smtp-sink", "aiosmtpd"],
+                        default=["smtp-sink", "aiosmtpd"])  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key-0123456789abcdef")
-    bare: list[float] = []
-    wall: dict[int, list[float]] = {n: [] for n in args.workers}
-    steady: dict[int, list[float]] = {n: [] for n in args.workers}
+    bare: dict[str, list[float]] = {sink: [] for sink in args.sinks}
+    wall = {(sink, n): list[float]() for sink in args.sinks for n in args.workers}
+    steady = {(sink, n): list[float]() for sink in args.sinks for n in args.workers}
     with ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        port = stack.enter_context(sink_process())
+        ports = {
+            sink: stack.enter_context(smtp_sink() if sink == "smtp-sink" else sink_process())
+            for sink in args.sinks
+        }
         database = stack.enter_context(postgres_database()) if args.database == "postgresql" else ""
         message = sample_message({})
         for round_number in range(args.rounds):
-            bare.append(asyncio.run(bare_loop(port, args.recipients, 4, message)))
-            for n in args.workers:
-                folder = tmp / f"r{round_number}w{n}"
-                folder.mkdir()
-                url = (
-                    schema_url(database, folder.name)
-                    if database
-                    else f"sqlite:///{folder / 'bench.db'}"
-                )
-                config = project(folder, url, port, args.connections, args.recipients)
-                w, s = workers_rate(config, url, n, args.recipients)
-                wall[n].append(w)
-                steady[n].append(s)
-                print(f"round {round_number + 1}: {n} worker(s): wall {w:.0f}/s, steady {s:.0f}/s",
-                      file=sys.stderr)  # fmt: skip
+            for sink, port in ports.items():
+                rate = asyncio.run(bare_loop(port, args.recipients, args.connections, message))
+                bare[sink].append(rate)
+                for n in args.workers:
+                    folder = tmp / f"r{round_number}w{n}{sink.replace('-', '')}"
+                    folder.mkdir()
+                    url = (
+                        schema_url(database, folder.name)
+                        if database
+                        else f"sqlite:///{folder / 'bench.db'}"
+                    )
+                    config = project(folder, url, port, args.connections, args.recipients)
+                    w, s = workers_rate(config, url, n, args.recipients)
+                    wall[sink, n].append(w)
+                    steady[sink, n].append(s)
+                    print(f"round {round_number + 1}, {sink}: bare {rate:.0f}/s, {n} worker(s): "
+                          f"wall {w:.0f}/s, steady {s:.0f}/s", file=sys.stderr)  # fmt: skip
     print(
         f"recipients: {args.recipients}, database: {args.database}, throttle: off, "
-        f"{args.connections} SMTP connections per worker, medians of {args.rounds} rounds, "
-        f"{os.cpu_count()} CPUs"
+        f"{args.connections} SMTP connections per worker and for the bare loop, medians of "
+        f"{args.rounds} rounds, {os.cpu_count()} CPUs"
     )
-    print(f"bare aiosmtplib loop (4 connections): {median(bare):7.0f} messages/s  {_all(bare)}")
-    for n in args.workers:
-        print(
-            f"{n} worker(s): wall {median(wall[n]):7.0f} messages/s {_all(wall[n])}, steady "
-            f"{median(steady[n]):7.0f} messages/s {_all(steady[n])}, "
-            f"ratio to bare {median(steady[n]) / median(bare):.2f}"
-        )
+    for sink in args.sinks:
+        print(f"{sink}: bare aiosmtplib loop: {median(bare[sink]):7.0f} messages/s "
+              f"{_all(bare[sink])}")  # fmt: skip
+        for n in args.workers:
+            ratios = [s / b for s, b in zip(steady[sink, n], bare[sink], strict=True)]
+            print(
+                f"{sink}: {n} worker(s): wall {median(wall[sink, n]):7.0f} messages/s "
+                f"{_all(wall[sink, n])}, steady {median(steady[sink, n]):7.0f} messages/s "
+                f"{_all(steady[sink, n])}, ratio to bare {median(ratios):.2f} (per round "
+                f"{', '.join(f'{r:.2f}' for r in ratios)})"
+            )
 
 
 def _all(values: list[float]) -> str:

@@ -139,8 +139,14 @@ def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     if end != -1 and message.count(b"\n") == message.count(b"\r\n"):
         # CRLF throughout (what we render): the body is the rest as it is, not split and
         # joined again line by line (which was most of the cost of signing a message).
-        return _parse(message[: end + 2])[0], message[end + 4 :]
+        return _fields(message[:end].split(b"\r\n"))[0], message[end + 4 :]
     lines = _LINE_END.split(message)
+    headers, index = _fields(lines)
+    return headers, b"\r\n".join(lines[index:])
+
+
+def _fields(lines: list[bytes]) -> tuple[list[tuple[bytes, bytes]], int]:
+    """The header fields of `lines` up to the first empty one, and where the body starts."""
     headers: list[list[bytes]] = []
     index = 0
     for index, line in enumerate(lines):  # noqa: B007 - the index is where the body starts
@@ -157,7 +163,7 @@ def _parse(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
             raise ValueError(f"not a header line: {line[:40]!r}")
     else:
         index = len(lines)
-    return [(name, value) for name, value in headers], b"\r\n".join(lines[index:])
+    return [(name, value) for name, value in headers], index
 
 
 def _relaxed_value(value: bytes) -> bytes:
@@ -191,16 +197,15 @@ def _select(canonical: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     RFC 6376 §5.4.2: a name listed again takes the next instance above; one with none left
     signs its absence (nothing is hashed for it).
     """
+    # One pass over the fields, not one per signed name: over-signing lists names twice.
+    instances: dict[bytes, list[tuple[bytes, bytes]]] = {}
+    for field in canonical:
+        instances.setdefault(field[0], []).append(field)
     chosen = []
-    last: dict[bytes, int] = {}
     for name in SIGNED_HEADERS:
-        index = last.get(name, len(canonical))
-        while index > 0:
-            index -= 1
-            if canonical[index][0] == name:
-                chosen.append(canonical[index])
-                break
-        last[name] = index
+        left = instances.get(name)
+        if left:
+            chosen.append(left.pop())
     return chosen
 
 

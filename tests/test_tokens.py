@@ -187,7 +187,7 @@ def test_the_address_hash_of_an_earlier_release_still_matches() -> None:
 
 
 def test_the_hashes_come_newest_key_first_so_new_suppressions_use_the_newest_key() -> None:
-    # The first hash is the one a new suppression is stored under (delivery/worker.py), the
+    # The first hash is the one a new suppression is stored under (delivery/sender.py), the
     # rest recognise the suppressions stored before each rotation.
     assert address_hashes("anna@example.nl", ["old-key", "new-key"]) == [
         NEW_KEY_HASH,

@@ -17,7 +17,7 @@ import pytest
 
 from mailer.config import SmtpSettings
 from mailer.delivery.pipelining import wire_body
-from mailer.delivery.sink import SmtpSink, _free_port
+from mailer.delivery.sink import SmtpSink
 from mailer.delivery.transport import Reply, SmtpConnection
 from tests.test_sending_faults import (  # noqa: F401  (collected again, over pipelining)
     test_a_hard_bounce_fails_the_row_and_suppresses_the_address_for_the_next_campaign,
@@ -35,8 +35,8 @@ from tests.test_transport import (  # noqa: F401  (collected again, over pipelin
     test_nobody_listening_gives_a_connection_problem_reply_not_an_exception,
 )
 from tests.test_transport_replies import (  # noqa: F401  (collected again, over pipelining)
-    RecordingController,
     ScriptedHandler,
+    serve_scripted,
     test_a_251_to_rcpt_is_accepted_and_the_message_delivered,
     test_a_421_at_mail_or_rcpt_is_retried_and_the_next_message_uses_a_new_connection,
     test_a_refused_recipient_is_a_reply_and_the_same_connection_goes_on,
@@ -73,17 +73,8 @@ class PipeliningHandler(ScriptedHandler):
 
 @pytest.fixture
 def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, int]]:
-    handler = PipeliningHandler()
-    port = _free_port("127.0.0.1")
-    smtputf8 = getattr(request, "param", "with SMTPUTF8") == "with SMTPUTF8"
-    controller = RecordingController(
-        handler, handler.commands, hostname="127.0.0.1", port=port, enable_SMTPUTF8=smtputf8
-    )
-    controller.start()
-    try:
-        yield handler, port
-    finally:
-        controller.stop()
+    """The scripted server, offering PIPELINING as well."""
+    yield from serve_scripted(request, PipeliningHandler())
 
 
 @pytest.fixture

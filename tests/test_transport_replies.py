@@ -125,10 +125,10 @@ class ScriptedHandler:
         return "221 Bye"
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, int]]:
-    """The scripted server on loopback; it offers SMTPUTF8 unless the test asks otherwise."""
-    handler = ScriptedHandler()
+def serve_scripted(
+    request: pytest.FixtureRequest, handler: ScriptedHandler
+) -> Iterator[tuple[ScriptedHandler, int]]:
+    """`handler` on loopback; it offers SMTPUTF8 unless the test asks otherwise."""
     port = _free_port("127.0.0.1")
     smtputf8 = getattr(request, "param", "with SMTPUTF8") == "with SMTPUTF8"
     controller = RecordingController(
@@ -139,6 +139,12 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, in
         yield handler, port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[ScriptedHandler, int]]:
+    """The scripted server on loopback."""
+    yield from serve_scripted(request, ScriptedHandler())
 
 
 def send_each(port: int, recipients: list[str], timeout: float = 5) -> list[Reply]:

@@ -230,4 +230,3 @@ def _fold(header: bytes, name_length: int) -> bytes:
             header = header[space + 1 :]
         limit = 71
     return folded + header
-    return folded + header

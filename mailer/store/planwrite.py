@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Any
 
@@ -59,8 +60,11 @@ _MERGE_PG = (
 )
 
 
-class LedgerWriter:
-    """Takes (contact id, decision) pairs and writes them as ledger rows of one campaign."""
+class LedgerWriter(ABC):
+    """Takes (contact id, decision) pairs and writes them as ledger rows of one campaign.
+
+    One subclass per dialect (`open` picks it): each says how a chunk of rows is written.
+    """
 
     def __init__(self, conn: Connection, campaign_id: int) -> None:
         self.conn = conn
@@ -117,10 +121,11 @@ class LedgerWriter:
                 None, None, exc, dbapi_error, hide_parameters=True, dialect=self.conn.dialect
             ) from exc
 
+    @abstractmethod
     def write(self, rows: list[tuple[Any, ...]]) -> None:
-        raise NotImplementedError
+        """Write one chunk of rows, in the caller's transaction (on the writer thread)."""
 
-    def done(self) -> None:
+    def done(self) -> None:  # noqa: B027 - a hook: only some dialects have work left here
         """After the last chunk is written: what the dialect still has to do."""
 
     def __enter__(self) -> LedgerWriter:
@@ -175,6 +180,6 @@ class _CopyWriter(LedgerWriter):
             self.cursor.execute(_MERGE_PG.format(columns=", ".join(_COLUMNS)))
             self.cursor.execute("TRUNCATE plan_rows")
 
-    def done(self) -> None:
+    def done(self) -> None:  # noqa: B027 - a hook: only some dialects have work left here
         if self.merge:
             self.cursor.execute("DROP TABLE plan_rows")

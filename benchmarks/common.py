@@ -41,22 +41,30 @@ def free_port() -> int:
 
 
 @contextmanager
-def sink_process() -> Iterator[int]:
-    """An aiosmtpd sink in a separate process (so it does not share our CPU time slice)."""
-    port = free_port()
+def python_process(code: str, *args: str) -> Iterator[None]:
+    """`code` run in its own Python process until the block ends; it prints "ready" once
+    it listens, and stops when its standard input closes."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SINK_CODE, str(port)],
+        [sys.executable, "-c", code, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        yield port
+        yield
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=10)
+
+
+@contextmanager
+def sink_process() -> Iterator[int]:
+    """An aiosmtpd sink in a separate process (so it does not share our CPU time slice)."""
+    port = free_port()
+    with python_process(SINK_CODE, str(port)):
+        yield port
 
 
 def _smtp_sink_binary() -> str:

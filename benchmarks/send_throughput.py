@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -36,7 +35,14 @@ from statistics import median
 from typing import Any
 
 import aiosmtplib
-from common import free_port, seed_consenting_contacts, sink_process, smtp_sink, timer
+from common import (
+    free_port,
+    python_process,
+    seed_consenting_contacts,
+    sink_process,
+    smtp_sink,
+    timer,
+)
 
 from mailer.config import parse_settings
 from mailer.core.dkim import sign_message
@@ -226,19 +232,8 @@ asyncio.run(main())
 def latency_relay(upstream: int, one_way_seconds: float = 0.010) -> Iterator[int]:
     """A TCP proxy on 127.0.0.1 that delays each direction by `one_way_seconds`."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", RELAY_CODE, str(port), str(upstream), str(one_way_seconds)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    with python_process(RELAY_CODE, str(port), str(upstream), str(one_way_seconds)):
         yield port
-    finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        proc.wait(timeout=10)
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -9,29 +9,23 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, select
+from sqlalchemy import select
 
 from double_optin.app import create_app
-from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET, make_settings
-from tests.webhook_support import (
+from tests.webhook_support import (  # noqa: F401  (world_fixture: the fixture `world`)
     CERT_URL,
     PASSWORD,
     TOPIC,
     World,
     basic,
     mailgun,
-    make_world,
     post,
     state,
+    world_fixture,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(engine: Engine, sink: SmtpSink, db_url: str) -> World:
-    return await make_world(engine, sink, db_url)
 
 
 async def test_webhook_secrets_come_from_the_environment(world: World) -> None:

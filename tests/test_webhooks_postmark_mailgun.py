@@ -4,26 +4,19 @@ bounces and complaints recorded once."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import Engine
 
-from mailer.delivery.sink import SmtpSink
-from tests.webhook_support import (
+from tests.webhook_support import (  # noqa: F401  (world_fixture: the fixture `world`)
     PASSWORD,
     World,
     basic,
     example,
     mailgun,
-    make_world,
     post,
     state,
+    world_fixture,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(engine: Engine, sink: SmtpSink, db_url: str) -> World:
-    return await make_world(engine, sink, db_url)
 
 
 async def test_postmark_needs_its_basic_auth_password(world: World) -> None:

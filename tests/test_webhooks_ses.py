@@ -10,28 +10,21 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from sqlalchemy import Engine
 
 from double_optin.sns import string_to_sign
-from mailer.delivery.sink import SmtpSink
-from tests.webhook_support import (
+from tests.webhook_support import (  # noqa: F401  (world_fixture: the fixture `world`)
     CERT_URL,
     OTHER_KEY,
     SNS_KEY,
     TOPIC,
     World,
     example,
-    make_world,
     post,
     state,
+    world_fixture,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-async def world(engine: Engine, sink: SmtpSink, db_url: str) -> World:
-    return await make_world(engine, sink, db_url)
 
 
 def sns(

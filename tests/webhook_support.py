@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -113,6 +114,13 @@ async def make_world(engine: Engine, sink: SmtpSink, db_url: str) -> World:
     fetcher = Fetcher()
     app = create_app(settings, engine, clock=clock, fetch=fetcher)
     return World(app, engine, settings, clock, fetcher, ids)
+
+
+@pytest.fixture(name="world")
+async def world_fixture(engine: Engine, sink: SmtpSink, db_url: str) -> World:
+    """`make_world` as the fixture `world`, for the webhook tests of every provider (imported
+    by its own name, so the tests' `world` parameters shadow no import)."""
+    return await make_world(engine, sink, db_url)
 
 
 def state(engine: Engine) -> tuple[list[tuple[str, str | None]], dict[str, tuple[str, str | None]]]:

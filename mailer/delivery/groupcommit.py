@@ -51,7 +51,7 @@ class GroupCommit:
     def _flush_inline(self) -> None:
         batch, self._waiting = self._waiting, []
         self._flushing = False
-        self._settle(batch, lambda calls: self._connection.together(calls))
+        self._settle(batch, self._connection.together)
 
     async def _flush_in_thread(self) -> None:
         try:

@@ -19,6 +19,7 @@ __all__ = [
     "InputError",
     "MailerError",
     "NotFoundError",
+    "SigningError",
     "SpamCheckError",
     "TemplateError",
     "TokenError",
@@ -97,3 +98,7 @@ class TransportError(MailerError, ConnectionError):
 
 class SpamCheckError(MailerError, RuntimeError):
     """SpamAssassin is not installed, failed, or answered something we cannot read."""
+
+
+class SigningError(MailerError, RuntimeError):
+    """The DKIM signing process could not start, ended, or could not sign a message."""

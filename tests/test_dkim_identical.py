@@ -186,6 +186,6 @@ def test_a_campaign_sent_with_dual_signing_arrives_with_both_signatures_valid(
         return records[name]
 
     assert len(sink.messages) == 4
-    for message in sink.messages:  # RSA is signed in a worker thread, Ed25519 inline
+    for message in sink.messages:  # signed in the signing process (mailer.delivery.signing)
         assert dkim.DKIM(message.data).verify(idx=0, dnsfunc=lookup)
         assert dkim.DKIM(message.data).verify(idx=1, dnsfunc=lookup)

@@ -24,7 +24,14 @@ from typing import Literal
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
-__all__ = ["SIGNED_HEADERS", "Algorithm", "PrivateKey", "SigningKey", "sign_message"]
+__all__ = [
+    "SIGNED_HEADERS",
+    "Algorithm",
+    "PrivateKey",
+    "SigningKey",
+    "sign_message",
+    "signature_headers",
+]
 
 Algorithm = Literal["rsa-sha256", "ed25519-sha256"]
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -83,13 +90,23 @@ def sign_message(
     which RFC 6376 §3.5 allows. Several keys (RFC 8463 §6: an RSA and an Ed25519 key, each
     under its own selector) give one signature each, over the same message, the first on top.
     """
+    return signature_headers(message, key, timestamp) + message
+
+
+def signature_headers(
+    message: bytes, key: SigningKey | Sequence[SigningKey], timestamp: int | None = None
+) -> bytes:
+    """The DKIM-Signature header fields that `sign_message` puts in front of `message`.
+
+    For a signer that is not where the message is (mailer.delivery.signing): what comes back
+    is a few hundred bytes, not the message again.
+    """
     keys = (key,) if isinstance(key, SigningKey) else tuple(key)
     headers, body = _parse(message)
     canonical = [(name.lower(), _relaxed_value(value)) for name, value in headers]
     signed = _select(canonical)
     body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(body)).digest())
-    signatures = [_signature(k, signed, body_hash, timestamp) for k in keys]
-    return b"".join(signatures) + message
+    return b"".join(_signature(k, signed, body_hash, timestamp) for k in keys)
 
 
 def _signature(

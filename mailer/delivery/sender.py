@@ -20,15 +20,16 @@ from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.core.breaker import Breaker, BreakerState
-from mailer.core.render import MessageFactory, make_environment
+from mailer.core.render import MessageFactory, RenderedMessage, make_environment
 from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes, message_ref
 from mailer.core.verp import verp_address
 from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.feedback import CampaignGuard
 from mailer.delivery.groupcommit import GroupCommit
+from mailer.delivery.signing import SigningProcess
 from mailer.delivery.transport import Outcome, Reply, classify
-from mailer.errors import InputError, NotFoundError, TransportError
+from mailer.errors import InputError, NotFoundError, SigningError, TransportError
 from mailer.store.campaign import content_of
 from mailer.store.lane import STOPPED, DueDelivery, Lane, LaneConnection
 from mailer.store.lane import Outcome as StoredOutcome
@@ -79,11 +80,10 @@ class MessageSender:
         self.signer = TokenSigner(self.keys)
         self.hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self.env = make_environment(settings)
-        self.dkim = load_signing_keys(settings)  # read, parsed and checked once, up front
-        # cryptography lets go of the GIL while it signs RSA (1.2 to 1.4 ms a message on this
-        # 2-core machine): in a thread, the signature runs on the other core while this loop
-        # talks SMTP.
-        self.sign_in_thread = any(k.algorithm == "rsa-sha256" for k in self.dkim)
+        # Read, parsed and checked once, up front; the signing is done by a child process
+        # on the other core (mailer.delivery.signing), started at the first message.
+        dkim = load_signing_keys(settings)
+        self.signing = SigningProcess(dkim) if dkim else None
         self.campaigns: dict[int, tuple[Campaign, MessageFactory]] = {}
         t = settings.throttle
         self.rate = SharedRate(engine)
@@ -133,7 +133,6 @@ class MessageSender:
                 self.settings,
                 content_of(campaign),
                 self.signer.unsubscribe_token,
-                self.dkim,
             )
             known = self.campaigns[campaign_id] = (campaign, factory)
         return known
@@ -210,6 +209,25 @@ class MessageSender:
             else:
                 await asyncio.sleep(wait)
 
+    async def start(
+        self, job: DueDelivery, list_name: str, lane: Lane, previous: StoredOutcome | None
+    ) -> int | None:
+        """Mark the row `sending` (writing `previous` in the same commit); its attempt number,
+        or None when it is not to be sent (suppressed meanwhile, campaign stopped, lease lost)."""
+        hashes = address_hashes(job.recipient.email, self.hash_keys)
+        attempts = await self.in_lane(lane.start, job, list_name, hashes, previous=previous)
+        if previous is not None:
+            self.progress(previous.status)
+        if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
+            self.progress(DeliveryStatus.SUPPRESSED)
+            return None
+        if attempts == STOPPED:  # `mailer campaign pause` since the claim: back in the queue
+            self.stopped.add(job.campaign_id)
+            return None
+        if not isinstance(attempts, int):
+            return None  # the lease was lost: the row is another worker's now
+        return attempts
+
     async def deliver(
         self,
         job: DueDelivery,
@@ -234,43 +252,54 @@ class MessageSender:
         await self.through_breaker(connection)
         await self.throttle.wait_turn(job.recipient.email.rsplit("@", 1)[1])
         campaign, factory = self.campaign(job.campaign_id)
-        hashes = address_hashes(job.recipient.email, self.hash_keys)
-        attempts = await self.in_lane(
-            lane.start, job, campaign.list_name, hashes, previous=previous
-        )
-        if previous is not None:
-            self.progress(previous.status)
-        if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
-            self.progress(DeliveryStatus.SUPPRESSED)
-            return None
-        if attempts == STOPPED:  # `mailer campaign pause` since the claim: back in the queue
-            self.stopped.add(job.campaign_id)
-            return None
-        if not isinstance(attempts, int):
-            return None  # the lease was lost: the row is another worker's now
-        render = functools.partial(
-            factory.render,
-            job.recipient,
-            basis=job.basis,
-            now=self.clock(),
-            # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
-            delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
-        )
+        now = self.clock()
         try:
-            message = await asyncio.to_thread(render) if self.sign_in_thread else render()
+            message: RenderedMessage | InputError = factory.render(
+                job.recipient,
+                basis=job.basis,
+                now=now,
+                # Keyed: the Message-ID shows no campaign or delivery number (issue 14).
+                delivery_ref=message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}"),
+            )
         except InputError as bad:
             # One recipient's data (a name with a control character, a variable image URL
-            # that is not https) fails that delivery, not the run.
+            # that is not https) fails that delivery, not the run; written once started.
+            message = bad
+        # Signed in the child while the row's start is being committed: the waits overlap.
+        signing = None
+        if self.signing is not None and not isinstance(message, InputError):
+            signing = asyncio.ensure_future(self.signing.sign(message.data, int(now.timestamp())))
+            signing.add_done_callback(_retrieve)
+        attempts = None
+        try:
+            attempts = await self.start(job, campaign.list_name, lane, previous)
+        finally:
+            if attempts is None and signing is not None:
+                signing.cancel()  # not to be sent: its signature is not needed
+        if attempts is None:
+            return None
+        if isinstance(message, InputError):
             failed = StoredOutcome(
-                job.delivery_id, DeliveryStatus.FAILED, f"not sent: {bad}", "", self.clock()
+                job.delivery_id, DeliveryStatus.FAILED, f"not sent: {message}", "", now
             )
             await self.write(lane, failed)
             return None
+        data = message.data
+        if signing is not None:
+            try:
+                data = await signing
+            except SigningError as broken:
+                # Nothing went out: the row waits for the next run, and this run stops.
+                await self.write(lane, StoredOutcome(
+                    job.delivery_id, DeliveryStatus.DEFERRED, f"not sent: {broken}", "",
+                    now, now,
+                ))  # fmt: skip
+                raise
         envelope_from = self.settings.sender.from_address
         if self.settings.bounces.return_path:  # VERP: a bounce names its delivery
             envelope_from = verp_address(self.settings.bounces.return_path, job.delivery_id,
                                          self.keys)  # fmt: skip
-        reply = await connection.send(envelope_from, job.recipient.email, message.data)
+        reply = await connection.send(envelope_from, job.recipient.email, data)
         outcome, bounce_hash = self.record(job, attempts, reply, message.message_id)
         if bounce_hash is not None:  # the suppression goes with it, in its own transaction
             await self.write(lane, outcome, bounce_hash)
@@ -278,3 +307,9 @@ class MessageSender:
             return None
         await self.judge(job, outcome, hard=False)
         return outcome
+
+
+def _retrieve(task: asyncio.Future[bytes]) -> None:
+    """Take a signature task's error, so one that was not awaited is not reported as lost."""
+    if not task.cancelled():
+        task.exception()

@@ -202,4 +202,6 @@ async def run_worker(
         ledger.release()
         ledger.close()
         sender.rate.close()
+        if sender.signing is not None:
+            await sender.signing.close()
     return WorkSummary(sender.outcomes, loop.taken_over)

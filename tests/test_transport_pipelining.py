@@ -10,6 +10,7 @@ commands as they come; here it also says so in its EHLO reply, as Postfix and Ex
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from mailer.config import SmtpSettings
 from mailer.delivery.pipelining import wire_body
 from mailer.delivery.sink import SmtpSink
-from mailer.delivery.transport import Reply, SmtpConnection
+from mailer.delivery.transport import CONNECTION_LOST, Reply, SmtpConnection
 from tests.test_sending_faults import (  # noqa: F401  (collected again, over pipelining)
     test_a_hard_bounce_fails_the_row_and_suppresses_the_address_for_the_next_campaign,
     test_a_temporary_failure_is_retried_up_to_max_attempts_then_fails,
@@ -155,3 +156,43 @@ def test_many_messages_share_one_session_and_one_ehlo(
     assert len(set(handler.connections)) == 1
     assert isinstance(handler, PipeliningHandler)
     assert (handler.ehlos, handler.rsets) == (1, 1)  # the refused envelope was reset, once
+
+
+def _timed_sends(delays: list[float], timeout: float) -> tuple[list[Reply], float]:
+    """Send one message per delay over one pipelined connection with `timeout`; the server
+    takes each delay before it answers the message's body."""
+    late = iter(delays)
+
+    def slow(message: Any) -> None:
+        time.sleep(next(late))
+
+    with SmtpSink(pipelining=True, reply=slow) as server:
+
+        async def go() -> list[Reply]:
+            connection = SmtpConnection(
+                SmtpSettings(host="127.0.0.1", port=server.port, security="none",
+                             timeout_seconds=timeout)
+            )  # fmt: skip
+            try:
+                return [await connection.send("a@b.example", f"c{n}@d.example", b"x\r\n")
+                        for n in range(len(delays))]  # fmt: skip
+            finally:
+                await connection.close()
+
+        start = time.monotonic()
+        replies = asyncio.run(go())
+        return replies, time.monotonic() - start
+
+
+def test_a_pipelined_server_that_stops_answering_times_out() -> None:
+    [late], elapsed = _timed_sends([1.5], timeout=0.3)
+    assert late.code == CONNECTION_LOST
+    assert late.message == "connection problem: the server did not answer in time"
+    assert 0.3 <= elapsed < 1.5  # given up before the server answered
+
+
+def test_the_timeout_counts_from_each_write_not_from_the_first() -> None:
+    # Four answers 0.2 s apart each: within a 0.5 s timeout every time, 0.8 s in all.
+    replies, elapsed = _timed_sends([0.2] * 4, timeout=0.5)
+    assert [r.code for r in replies] == [250] * 4
+    assert elapsed >= 0.8

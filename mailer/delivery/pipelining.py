@@ -52,6 +52,11 @@ class PipelinedSession(asyncio.Protocol):
         self._buffer = bytearray()
         self._waiting: deque[asyncio.Future[Reply]] = deque()
         self._lost: OSError | None = None
+        # One watchdog per session instead of a timer per write (its creation and cancel
+        # were a few per cent of the sending loop): each write moves the deadline, and the
+        # watchdog, when it wakes, ends the session if replies are still owed past it.
+        self._deadline = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         transport.set_protocol(self)
 
     @property
@@ -104,6 +109,9 @@ class PipelinedSession(asyncio.Protocol):
     def _end(self, why: OSError) -> None:
         if self._lost is None:
             self._lost = why
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -121,16 +129,21 @@ class PipelinedSession(asyncio.Protocol):
         waiters = [loop.create_future() for _ in range(count)]
         self._waiting.extend(waiters)
         self._transport.write(data)
-        timer = None
         if self._timeout:
-            timer = loop.call_later(
-                self._timeout, self._end, TimeoutError("the server did not answer in time")
-            )
-        try:
-            return [await waiter for waiter in waiters]
-        finally:
-            if timer is not None:
-                timer.cancel()
+            self._deadline = loop.time() + self._timeout
+            if self._watchdog is None:
+                self._watchdog = loop.call_at(self._deadline, self._watch)
+        return [await waiter for waiter in waiters]
+
+    def _watch(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self._lost is not None:
+            return  # nothing owed: the next write sets it going again
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._deadline:
+            self._end(TimeoutError("the server did not answer in time"))
+        else:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
 
     async def transaction(
         self, sender: bytes, recipient: bytes, body: bytes, options: bytes = b""

@@ -10,12 +10,14 @@ Postfix's `smtp-sink` (C; the Debian package `postfix` is installed when it is m
 
 - the bare aiosmtplib loop: pre-built bytes, one recipient per message;
 - `campaign send` (in-process `run_campaign`, SQLite, throttle off): unsigned, DKIM RSA-2048,
-  DKIM Ed25519 (a key made for the run). The send phase is timed from the end of planning.
+  DKIM Ed25519 (a key made for the run; signed in the signing process,
+  mailer.delivery.signing). The send phase is timed from the end of planning.
 
 Then the same through a relay with latency: a TCP proxy on loopback (its own process) that
 holds every chunk 10 ms in each direction, a 20 ms round trip, printing messages/s per
-connection; beside it a pipelined client (RFC 2920: MAIL, RCPT and DATA in one write) to show
-what pipelining would give. aiosmtplib cannot pipeline (see docs/performance.md).
+connection; beside it a bare pipelined client (RFC 2920: MAIL, RCPT and DATA in one write).
+`campaign send` pipelines when the server offers it (mailer.delivery.pipelining, after
+aiosmtplib's connect, TLS and EHLO); the bare aiosmtplib loop cannot.
 
 Medians of the rounds are printed, with every round's figure; ratios are taken per round.
 Figures, never assertions.

@@ -5,12 +5,12 @@ runs these in a worker thread so the event loop never waits on the database.
 
 The statements that run once per request are built once, at import, with bind parameters:
 SQLAlchemy then reuses their compiled form and cache key, where building them per call cost
-more than the SQL itself under a burst of unsubscribes (docs/performance.md). The three of every
-unsubscribe and confirmation that bind no datetime (the contact, its events) go one step
-further: compiled once per dialect (store.prepared) and run on the DB-API cursor of the
-caller's connection, in its transaction, with none of SQLAlchemy's per-execution work.
-(Prepared converts a datetime with the generic type's processor, not SQLite's, which stores
-another text format and would sort apart from the rest: inserts stay with SQLAlchemy.)
+more than the SQL itself under a burst of unsubscribes (docs/performance.md). Those of every
+unsubscribe and confirmation (the contact, its events, the new event, the suppression check
+and insert) go one step further: compiled once per dialect (store.prepared) and run on the
+DB-API cursor of the caller's connection, in its transaction, with none of SQLAlchemy's
+per-execution work. Prepared converts each bind with the dialect's own processor, so a time
+is stored as SQLAlchemy stores it (tests/test_prepared.py).
 
 Serialisation matters for the anti-bombing counters: every write path here starts with a write,
 so on SQLite the transaction holds the single write lock before it counts anything, and two
@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, delete, func, select, text
@@ -40,7 +41,6 @@ from mailer.store.models import (
     SuppressionReason,
 )
 from mailer.store.prepared import Prepared
-from mailer.store.suppression import add_suppression
 
 __all__ = [
     "ContactRow",
@@ -145,25 +145,20 @@ def add_events(
     """One consent event per list in `wordings` (list name -> the exact wording shown)."""
     if not wordings:
         return
-    conn.execute(
-        _add_consent,
-        [
-            {
-                "contact_id": contact_id,
-                "list_name": list_name,
-                "event": event,
-                # Only our own pages record events here: a web confirmation is the person's own
-                # double opt-in, the one thing that may lift a suppression (policy rule 1).
-                "origin": ConsentOrigin.WEB,
-                "wording": wording,
-                "source": evidence.source[:500],
-                "ip": evidence.ip[:64] if evidence.ip else None,
-                "user_agent": evidence.user_agent[:500] if evidence.user_agent else None,
-                "at": evidence.at,
-            }
-            for list_name, wording in wordings.items()
-        ],
-    )
+    prepared, cursor = _raw(conn, "add_consent", _add_consent)
+    common = {
+        "contact_id": contact_id,
+        "event": event,
+        # Only our own pages record events here: a web confirmation is the person's own
+        # double opt-in, the one thing that may lift a suppression (policy rule 1).
+        "origin": ConsentOrigin.WEB,
+        "source": evidence.source[:500],
+        "ip": evidence.ip[:64] if evidence.ip else None,
+        "user_agent": evidence.user_agent[:500] if evidence.user_agent else None,
+        "at": evidence.at,
+    }
+    for list_name, wording in wordings.items():
+        prepared.execute(cursor, {**common, "list_name": list_name, "wording": wording})
 
 
 _events = (
@@ -173,7 +168,13 @@ _events = (
 )
 
 
-_add_consent = _consent.insert()
+# Each column named: an insert compiled without values would bind the id too.
+_add_consent = _consent.insert().values(
+    {name: bindparam(name, type_=_consent.c[name].type) for name in (
+        "contact_id", "list_name", "event", "origin", "wording", "source", "ip", "user_agent",
+        "at",
+    )}
+)  # fmt: skip
 
 
 def latest_events(conn: Connection, contact_id: int) -> dict[str, LatestEvent]:
@@ -236,9 +237,13 @@ def last_confirmed_at(conn: Connection, contact_id: int) -> datetime | None:
     return moment
 
 
-def _unsubscribed(for_all_lists: bool) -> Select[Any]:
+@cache
+def _unsubscribed(for_all_lists: bool, hashes: int) -> Select[Any]:
     """An earlier unsubscribe suppression of the address for the scope (None: all lists), made
-    after the contact's last confirmation, if any (a confirmation lifts a suppression)."""
+    after the contact's last confirmation, if any (a confirmation lifts a suppression).
+
+    One bind per hash (one per key), not an expanding IN: the statement then compiles once
+    and runs on the cursor (`_raw`)."""
     confirmed = (
         select(func.max(_consent.c.at))
         .where(
@@ -255,7 +260,7 @@ def _unsubscribed(for_all_lists: bool) -> Select[Any]:
     return (
         select(_suppression.c.id)
         .where(
-            _suppression.c.address_hash.in_(bindparam("hashes", expanding=True)),
+            _suppression.c.address_hash.in_([bindparam(f"hash{n}") for n in range(hashes)]),
             _suppression.c.reason == SuppressionReason.UNSUBSCRIBED,
             same_scope,
             _suppression.c.at >= func.coalesce(confirmed, _suppression.c.at),
@@ -264,7 +269,11 @@ def _unsubscribed(for_all_lists: bool) -> Select[Any]:
     )
 
 
-_earlier = {for_all_lists: _unsubscribed(for_all_lists) for for_all_lists in (False, True)}
+# What store.suppression.add_suppression writes (the newest key's hash), on the cursor.
+_add_suppression = _suppression.insert().values(
+    {name: bindparam(name, type_=_suppression.c[name].type)
+     for name in ("address_hash", "reason", "scope", "at")}
+)  # fmt: skip
 
 
 def suppress(
@@ -282,12 +291,19 @@ def suppress(
     confirmation lifted it (policy rule 1), so this unsubscribe needs a suppression of its own.
     """
     hashes = address_hashes(contact.email, keys)
+    by_hash = {f"hash{n}": value for n, value in enumerate(hashes)}
     added = 0
     for scope in scopes:
-        values = {"hashes": hashes, "scope": scope, "contact_id": contact.id}
-        exists = conn.execute(_earlier[scope is None], values).first()
-        if exists is None:
-            add_suppression(conn, keys, contact.email, SuppressionReason.UNSUBSCRIBED, at, scope)
+        everything = scope is None
+        earlier, cursor = _raw(
+            conn, f"earlier:{everything}:{len(hashes)}", _unsubscribed(everything, len(hashes))
+        )
+        values = {**by_hash, "scope": scope, "contact_id": contact.id}
+        if not earlier.fetch(cursor, values):
+            insert, cursor = _raw(conn, "add_suppression", _add_suppression)
+            reason = SuppressionReason.UNSUBSCRIBED
+            insert.execute(cursor, {"address_hash": hashes[0], "reason": reason, "scope": scope,
+                                    "at": at})  # fmt: skip
             added += 1
     return added
 
@@ -300,9 +316,12 @@ def object_to_customer_basis(conn: Connection, contact_id: int, at: datetime) ->
     use" of the address; the objection ends the basis for every campaign, not only this list
     (policy.decide skips the person as `objected`). An earlier objection keeps its time.
     """
-    result = conn.execute(
-        _purchase.update()
-        .where(_purchase.c.contact_id == contact_id, _purchase.c.objected_at.is_(None))
-        .values(objected_at=at)
-    )
+    result = conn.execute(_object, {"contact": contact_id, "objected": at})
     return int(result.rowcount or 0)
+
+
+_object = (
+    _purchase.update()
+    .where(_purchase.c.contact_id == bindparam("contact"), _purchase.c.objected_at.is_(None))
+    .values(objected_at=bindparam("objected", type_=_purchase.c.objected_at.type))
+)

@@ -29,8 +29,8 @@ from double_optin.flow import (
     SignupStatus,
     TokenStatus,
 )
-from double_optin.guard import RefusedEvidence, SafeErrors, evidence_refusal, is_cross_site
-from double_optin.pages import Pages, SecurityHeaders, pick_locale
+from double_optin.guard import Door, RefusedEvidence, evidence_refusal, is_cross_site
+from double_optin.pages import Pages, pick_locale
 from double_optin.webhooks import Fetch, WebhookDesk
 from mailer.config import Settings
 from mailer.core.text import printable
@@ -135,10 +135,8 @@ def create_app(
         # Location is built from the Host header (issue 14, row 9): an unknown path is a 404.
         redirect_slashes=False,
     )
-    # SafeErrors inside SecurityHeaders: a 500 carries the headers too (add_middleware wraps
-    # outward: the last one added is the outermost).
-    app.add_middleware(SafeErrors)
-    app.add_middleware(SecurityHeaders)
+    # The security headers, also on a 500 (double_optin.guard).
+    app.add_middleware(Door)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

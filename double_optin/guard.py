@@ -1,10 +1,13 @@
-"""What stands at the door of every request: no 500 without our headers, no personal data in
-the log, no control characters in evidence, no cross-site signup.
+"""What stands at the door of every request: the security headers on every answer, no 500
+without them, no personal data in the log, no control characters in evidence, no cross-site
+signup.
 
-`SafeErrors` sits inside `SecurityHeaders`, so even an answer to a crash carries the security
-headers; Starlette's own error middleware would otherwise answer (and log the traceback with
-the SQL parameters: address, IP, user agent) outside of them. It logs the exception's type and
-where it happened, and the path without its token, nothing else (issue 14, row 7).
+`Door` adds the headers and catches what the app raises, so even an answer to a crash carries
+the security headers; Starlette's own error middleware would otherwise answer (and log the
+traceback with the SQL parameters: address, IP, user agent) outside of them. It logs the
+exception's type and where it happened, and the path without its token, nothing else (issue
+14, row 7). One middleware for both: each layer costs a coroutine and a send wrapper per
+request, which showed under a burst of one-click unsubscribes (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from double_optin.pages import SECURITY_HEADERS
 from mailer.core.text import control_characters
 from mailer.errors import InputError
 
 __all__ = [
+    "Door",
     "RefusedEvidence",
-    "SafeErrors",
     "evidence_refusal",
     "is_cross_site",
     "loggable_path",
@@ -82,8 +86,9 @@ def loggable_path(path: str) -> str:
     return f"/{first}/…" if path.count("/") > 1 else f"/{first}"
 
 
-class SafeErrors:
-    """Pure ASGI middleware: an unhandled exception becomes a plain 500, logged without data."""
+class Door:
+    """Pure ASGI middleware: the security headers (double_optin.pages) on every HTTP answer,
+    and an unhandled exception turned into a plain 500 that carries them, logged without data."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -98,6 +103,10 @@ class SafeErrors:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                headers = message.get("headers", [])
+                present = {name.lower() for name, _ in headers}
+                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
+                message["headers"] = [*headers, *extra]
             await send(message)
 
         try:
@@ -115,7 +124,7 @@ class SafeErrors:
             )
             if started:
                 return  # a background task after the answer: nothing left to tell the client
-            await send(
+            await tracking_send(
                 {
                     "type": "http.response.start",
                     "status": 500,
@@ -125,4 +134,4 @@ class SafeErrors:
                     ],
                 }
             )
-            await send({"type": "http.response.body", "body": _PAGE_500})
+            await tracking_send({"type": "http.response.body", "body": _PAGE_500})

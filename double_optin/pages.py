@@ -1,4 +1,5 @@
-"""HTML pages (Jinja, autoescaped) and the security headers every answer carries.
+"""HTML pages (Jinja, autoescaped) and the security headers every answer carries (added by
+double_optin.guard.Door).
 
 Pages live in `templates/pages/{nl,en}/NAME.html` and extend `templates/pages/base.html`; a
 `templates_dir` of the user is searched first, so a shop can restyle them. The stylesheet is
@@ -13,12 +14,11 @@ from typing import Any
 
 from jinja2 import Environment, Template
 from starlette.responses import HTMLResponse, Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailer.config import Settings
 from mailer.core.render import BUNDLED_TEMPLATES, LOCALES, make_environment
 
-__all__ = ["LOCALES", "Pages", "SecurityHeaders", "pick_locale"]
+__all__ = ["LOCALES", "SECURITY_HEADERS", "Pages", "pick_locale"]
 
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     # Nothing but our own stylesheet; forms post only to us; no framing (clickjacking of the
@@ -37,27 +37,6 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     # Pages with tokens must not sit in shared caches.
     (b"cache-control", b"no-store"),
 )
-
-
-class SecurityHeaders:
-    """Pure ASGI middleware: adds the headers above to every HTTP answer (cheap under load)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(n, v) for n, v in SECURITY_HEADERS if n not in present]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
 
 
 def pick_locale(requested: str | None, fallback: str) -> str:

@@ -216,3 +216,19 @@ async def test_every_page_sends_security_headers_and_loads_nothing_from_other_ho
     async with client(app) as web:
         css = await web.get("/assets/page.css")
     assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+
+
+@pytest.mark.parametrize("path", ["/subscribe", "/unsubscribe/forged"])
+@pytest.mark.parametrize("lang", ["de", "", "NL"])
+async def test_a_page_language_other_than_nl_or_en_is_refused_with_400_naming_the_field(
+    app: FastAPI, path: str, lang: str
+) -> None:
+    async with client(app) as web:
+        answer = await web.post(f"{path}?lang={lang}", data={"List-Unsubscribe": "One-Click"})
+
+    assert answer.status_code == 400
+    assert answer.json() == {
+        "error": "invalid_request",
+        "detail": "query.lang: String should match pattern '^(nl|en)$'.",
+    }
+    assert answer.headers["x-frame-options"] == "DENY"

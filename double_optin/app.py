@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Field
 from sqlalchemy import Engine, text
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData
@@ -34,6 +33,7 @@ from double_optin.flow import (
 from double_optin.guard import Door, RefusedEvidence, evidence_refusal, is_cross_site
 from double_optin.lane import BurstLane
 from double_optin.pages import Pages, pick_locale
+from double_optin.schemas import ListInfo, Problem, SignupAnswer, SignupRequest
 from double_optin.webhooks import Fetch, WebhookDesk
 from mailer.config import Settings
 from mailer.core.text import printable
@@ -46,48 +46,6 @@ _LANG_PATTERN = "^(nl|en)$"
 _LANGS = ("nl", "en")
 LangQuery = Annotated[str | None, Query(pattern=_LANG_PATTERN, include_in_schema=False)]
 _ONE_CLICK = ("List-Unsubscribe", "One-Click")  # RFC 8058 §3.1: the POST body
-
-
-class SignupRequest(BaseModel):
-    email: str = Field(max_length=320, description="The address to subscribe.")
-    lists: list[str] = Field(
-        min_length=1,
-        max_length=20,
-        description="Names of configured lists (see GET /api/lists). Your form must show each "
-        "list's exact `wording` next to an unticked box: that wording is stored as evidence.",
-    )
-    locale: Literal["nl", "en"] | None = Field(
-        default=None, description="Language of the confirmation mail and pages."
-    )
-    source_url: str | None = Field(
-        default=None,
-        max_length=500,
-        description="URL of the page with your form, stored as the consent's source.",
-    )
-    website: str = Field(
-        default="",
-        max_length=200,
-        description="Honeypot: render it hidden and pass what it holds; people leave it empty.",
-    )
-
-
-class SignupAnswer(BaseModel):
-    status: Literal["pending_confirmation"] = "pending_confirmation"
-    detail: str = (
-        "If the address can receive mail, a confirmation link is on its way. Nothing is sent "
-        "to it before the link is confirmed."
-    )
-
-
-class Problem(BaseModel):
-    error: str
-    detail: str
-
-
-class ListInfo(BaseModel):
-    name: str
-    title: str
-    wording: str
 
 
 def _own_form(page: Response) -> Response:

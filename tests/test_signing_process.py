@@ -171,3 +171,20 @@ def test_a_campaign_whose_signing_process_dies_sends_nothing_unsigned_nor_twice(
     assert max(counts.values()) == 1  # nobody mailed twice
     assert set(people) - in_doubt <= set(counts)  # everyone else mailed
     assert set(final.values()) <= {"sent", "unknown"}
+
+
+def test_the_signing_process_works_on_uvloop_the_loop_of_mailer_serve(
+    keys: tuple[SigningKey, ...],
+) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def sign_two() -> list[bytes]:
+        signing = SigningProcess(keys)
+        try:
+            return [await signing.sign(_message(n), n) for n in range(2)]
+        finally:
+            await signing.close()
+
+    assert uvloop.run(sign_two()) == [
+        sign_message(_message(n), keys, timestamp=n) for n in range(2)
+    ]

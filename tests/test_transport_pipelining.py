@@ -196,3 +196,22 @@ def test_the_timeout_counts_from_each_write_not_from_the_first() -> None:
     replies, elapsed = _timed_sends([0.2] * 4, timeout=0.5)
     assert [r.code for r in replies] == [250] * 4
     assert elapsed >= 0.8
+
+
+def test_the_session_is_pipelined_on_uvloop_the_loop_of_mailer_serve(sink: SmtpSink) -> None:
+    # Scheduled runs send from inside `mailer serve`, which runs on uvloop, whose transports
+    # are not asyncio.Transport subclasses.
+    uvloop = pytest.importorskip("uvloop")
+
+    async def go() -> tuple[bool, list[int]]:
+        connection = _connection(sink.port)
+        try:
+            replies = [await connection.send("a@b.example", f"c{n}@d.example", b"x\r\n")
+                       for n in range(3)]  # fmt: skip
+            return connection._pipe is not None, [r.code for r in replies]
+        finally:
+            await connection.close()
+
+    assert uvloop.run(go()) == (True, [250, 250, 250])
+    assert [m.recipients for m in sink.messages] == [("c0@d.example",), ("c1@d.example",),
+                                                    ("c2@d.example",)]  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import deque
+from typing import cast
 
 from aiosmtplib import SMTPResponse as Reply  # (code, message), as aiosmtplib reads one
 
@@ -46,8 +47,9 @@ class PipelinedSession(asyncio.Protocol):
     """
 
     def __init__(self, transport: asyncio.BaseTransport, timeout: float | None) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports (`mailer serve` runs on uvloop) are not asyncio.Transport
+        # subclasses but have the same methods.
+        self._transport = cast(asyncio.Transport, transport)
         self._timeout = timeout
         self._buffer = bytearray()
         self._waiting: deque[asyncio.Future[Reply]] = deque()

@@ -133,35 +133,39 @@ def _utc(value: Any) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _consent_fact(row: tuple[Any, ...]) -> ConsentFact:
+def _consent_fact(text: str) -> ConsentFact:
     # From the right: the event, origin and time are of a fixed vocabulary and form.
-    list_name, event, origin, at = row[1].rsplit(_SEP, 3)
+    list_name, event, origin, at = text.rsplit(_SEP, 3)
     return ConsentFact(list_name, _EVENTS[event], _ORIGINS[origin], _utc(at))
 
 
-def _purchase_fact(row: tuple[Any, ...]) -> PurchaseFact:
-    _, category, at, optout_offered, objected_at = row
+def _purchase_fact(fields: tuple[Any, ...]) -> PurchaseFact:
+    category, at, optout_offered, objected_at = fields
     objected = None if objected_at is None else _utc(objected_at)
     return PurchaseFact(category, _utc(at), bool(optout_offered), objected)
 
 
 class _Facts:
-    """Rows of one kind, (contact id, *fields), grouped by contact as shared fact objects."""
+    """Rows of one kind, (contact id, what makes the fact), in contact order, grouped by contact
+    as shared fact objects (built once for all contacts whose rows are equal)."""
 
-    def __init__(self, make: Callable[[tuple[Any, ...]], Any]) -> None:
+    def __init__(self, make: Callable[[Any], Any]) -> None:
         self.make = make
-        self.known: dict[tuple[Any, ...], Any] = {}
+        self.known: dict[Any, Any] = {}
 
-    def by_contact(self, rows: Sequence[tuple[Any, ...]]) -> dict[int, list[Any]]:
+    def by_contact(self, rows: Sequence[tuple[int, Any]]) -> dict[int, list[Any]]:
         known, grouped = self.known, dict[int, list[Any]]()
         if len(known) > _SHARED_FACTS:
             known.clear()
-        for row in rows:
-            key = row[1:]
+        last, facts = None, list[Any]()
+        for contact_id, key in rows:
             fact = known.get(key)
             if fact is None:
-                fact = known[key] = self.make(row)
-            grouped.setdefault(row[0], []).append(fact)
+                fact = known[key] = self.make(key)
+            if contact_id != last:  # the rows of a contact are together (ORDER BY contact_id)
+                last, facts = contact_id, []
+                grouped[contact_id] = facts
+            facts.append(fact)
         return grouped
 
 
@@ -229,7 +233,9 @@ def iter_decisions(
         last_id = high
         in_chunk = {"low": low, "high": high}
         consents_of = consents.by_contact(reader.consents(low, high))
-        purchases_of = purchases.by_contact(reader.rows(reader.purchases, **in_chunk))
+        purchases_of = purchases.by_contact(
+            [(row[0], row[1:]) for row in reader.rows(reader.purchases, **in_chunk)]
+        )
         hashes = [address_hashes(email, keys) for _, email in rows]
         suppressed = reader.suppressions([h for hs in hashes for h in hs])
         for (cid, email), hs in zip(rows, hashes, strict=True):

@@ -185,10 +185,14 @@ class _CopyWriter(LedgerWriter):
             )
 
     def write(self, chunk: Chunk) -> None:
+        # COPY's text form built here, a decision's row around each id: psycopg's write_row
+        # dumps value by value (0.5 us a row more, holding the GIL). Nothing needs escaping:
+        # the values are the names of Basis, SkipReason and DeliveryStatus members.
         with self.cursor.copy(self.copy_sql) as copy:
             for values, ids in chunk:
-                for contact_id in ids:
-                    copy.write_row((self.campaign_id, contact_id, *values, 0))
+                head = f"{self.campaign_id}\t"
+                tail = "\t".join(["", *(r"\N" if v is None else v for v in values), "0\n"])
+                copy.write("".join([f"{head}{contact_id}{tail}" for contact_id in ids]))
         if self.merge:
             self.cursor.execute(_MERGE_PG.format(columns=", ".join(_COLUMNS)))
             self.cursor.execute("TRUNCATE plan_rows")

@@ -12,7 +12,14 @@ chunk as a JSON text (json_each), because sqlite3's executemany takes and gives 
 for every row, and a thread writing that way only contended with the planner (measured, 100k
 contacts: 4.2 s without a thread, 6.1 s with it).
 
-- SQLite: `INSERT ... SELECT ... FROM json_each(?) ... ON CONFLICT DO UPDATE`, per chunk.
+A chunk is held as the contact ids of each decision (an audience has a handful of distinct
+decisions): a row differs from its neighbours only by its contact id, so that is all that is
+built per contact, and all that SQLite parses per row. The rows of a chunk are written a
+decision at a time, so within a chunk the ledger ids follow the decision, then the contact id
+(the queued rows are still in contact order, the order in which workers claim them).
+
+- SQLite: `INSERT ... SELECT ... FROM json_each(?) ... ON CONFLICT DO UPDATE`, per decision
+  of a chunk, the ids as one JSON array of numbers.
 - PostgreSQL: COPY (psycopg 3 `cursor.copy`) per chunk. The first plan of a campaign (no
   ledger rows yet, the campaign's run lock held) copies straight into the ledger; a later one
   copies each chunk into a temporary table and merges it with `INSERT ... SELECT ... ON
@@ -39,25 +46,32 @@ __all__ = ["LedgerWriter"]
 CHUNK = 5000
 _AHEAD = 2  # chunks waiting for the writer: the planner runs at most this far ahead
 _delivery = Delivery.__table__  # type: ignore[attr-defined]
+# The row values a decision gives (basis, skip reason, status), and the contact ids given it.
+Values = tuple[str | None, str | None, str]
+Chunk = list[tuple[Values, list[int]]]
 _COLUMNS = ("campaign_id", "contact_id", "basis", "skip_reason", "status", "attempts")
-# A chunk's rows as one JSON array of [campaign_id, contact_id, basis, skip_reason, status,
-# attempts]; json_extract rather than ->> (SQLite 3.38), as the rest of the schema needs 3.35.
+# The rows of one decision: its values bound once, the contact ids as a JSON array of
+# numbers. Against one array of six-value rows read with json_extract, 200k rows took 0.26 s
+# instead of 0.61 s to write, and 0.01 s instead of 0.10 s to encode (holding the GIL).
 # ("WHERE true" tells SQLite's parser that ON CONFLICT belongs to the INSERT, not the join.)
 _UPSERT_SQLITE = (
-    "INSERT INTO delivery ({columns}) SELECT {values} FROM json_each(?) WHERE true"
+    "INSERT INTO delivery ({columns}) SELECT ?, value, ?, ?, ?, 0 FROM json_each(?) WHERE true"
     " ON CONFLICT (campaign_id, contact_id) DO UPDATE"
     " SET basis = excluded.basis, skip_reason = excluded.skip_reason, status = excluded.status"
     " WHERE delivery.status = 'skipped'"
-).format(
-    columns=", ".join(_COLUMNS),
-    values=", ".join(f"json_extract(value, '$[{n}]')" for n in range(len(_COLUMNS))),
-)
+).format(columns=", ".join(_COLUMNS))
 _MERGE_PG = (
     "INSERT INTO delivery ({columns}) SELECT {columns} FROM plan_rows"
     " ON CONFLICT (campaign_id, contact_id) DO UPDATE"
     " SET basis = excluded.basis, skip_reason = excluded.skip_reason, status = excluded.status"
     " WHERE delivery.status = 'skipped'"
 )
+
+
+def _values(decision: Decision) -> Values:
+    status = DeliveryStatus.QUEUED if decision.allowed else DeliveryStatus.SKIPPED
+    return (decision.basis and str(decision.basis), decision.skip and str(decision.skip),
+            str(status))  # fmt: skip
 
 
 class LedgerWriter(ABC):
@@ -70,10 +84,10 @@ class LedgerWriter(ABC):
         self.conn = conn
         self.campaign_id = campaign_id
         self.cursor: Any = conn.connection.cursor()
-        # The row values of each decision, worked out once (there are at most ten decisions).
-        self.values: dict[Decision, tuple[str | None, str | None, str]] = {}
-        self.batch: list[tuple[Any, ...]] = []
-        self.chunks: queue.Queue[list[tuple[Any, ...]] | None] = queue.Queue(maxsize=_AHEAD)
+        # The contact ids of each decision in the chunk being gathered (at most ten decisions).
+        self.batch: dict[Decision, list[int]] = {}
+        self.size = 0
+        self.chunks: queue.Queue[Chunk | None] = queue.Queue(maxsize=_AHEAD)
         self.failure: BaseException | None = None
         # A daemon: an interrupted plan (Ctrl-C) must not leave the process waiting for it.
         self.thread = threading.Thread(target=self._write_chunks, name="ledger-writer", daemon=True)
@@ -85,23 +99,19 @@ class LedgerWriter(ABC):
         return _JsonWriter(conn, campaign_id)
 
     def add(self, contact_id: int, decision: Decision) -> None:
-        values = self.values.get(decision)
-        if values is None:
-            status = DeliveryStatus.QUEUED if decision.allowed else DeliveryStatus.SKIPPED
-            values = self.values[decision] = (
-                decision.basis and str(decision.basis),
-                decision.skip and str(decision.skip),
-                str(status),
-            )
-        self.batch.append((self.campaign_id, contact_id, *values, 0))
-        if len(self.batch) >= CHUNK:
+        ids = self.batch.get(decision)
+        if ids is None:
+            ids = self.batch[decision] = []
+        ids.append(contact_id)
+        self.size += 1
+        if self.size >= CHUNK:
             self._hand_over()
 
     def _hand_over(self) -> None:
         if self.failure is not None:
             raise self.failure
-        self.chunks.put(self.batch)
-        self.batch = []
+        self.chunks.put([(_values(decision), ids) for decision, ids in self.batch.items()])
+        self.batch, self.size = {}, 0
 
     def _write_chunks(self) -> None:
         try:
@@ -112,17 +122,17 @@ class LedgerWriter(ABC):
             while self.chunks.get() is not None:  # let the planner hand over and stop
                 pass
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, chunk: Chunk) -> None:
         dbapi_error = self.conn.dialect.loaded_dbapi.Error
         try:
-            self.write(rows)
+            self.write(chunk)
         except dbapi_error as exc:  # the driver's own error, raised as SQLAlchemy raises it
             raise DBAPIError.instance(
                 None, None, exc, dbapi_error, hide_parameters=True, dialect=self.conn.dialect
             ) from exc
 
     @abstractmethod
-    def write(self, rows: list[tuple[Any, ...]]) -> None:
+    def write(self, chunk: Chunk) -> None:
         """Write one chunk of rows, in the caller's transaction (on the writer thread)."""
 
     def done(self) -> None:  # noqa: B027 - a hook: only some dialects have work left here
@@ -151,8 +161,10 @@ class LedgerWriter(ABC):
 
 
 class _JsonWriter(LedgerWriter):
-    def write(self, rows: list[tuple[Any, ...]]) -> None:
-        self.cursor.execute(_UPSERT_SQLITE, (json.dumps(rows),))
+    def write(self, chunk: Chunk) -> None:
+        for (basis, skip, status), ids in chunk:
+            self.cursor.execute(_UPSERT_SQLITE, (self.campaign_id, basis, skip, status,
+                                                 json.dumps(ids)))  # fmt: skip
 
 
 class _CopyWriter(LedgerWriter):
@@ -172,10 +184,15 @@ class _CopyWriter(LedgerWriter):
                 " attempts integer) ON COMMIT DROP"
             )
 
-    def write(self, rows: list[tuple[Any, ...]]) -> None:
+    def write(self, chunk: Chunk) -> None:
+        # COPY's text form built here, a decision's row around each id: psycopg's write_row
+        # dumps value by value (0.5 us a row more, holding the GIL). Nothing needs escaping:
+        # the values are the names of Basis, SkipReason and DeliveryStatus members.
         with self.cursor.copy(self.copy_sql) as copy:
-            for row in rows:
-                copy.write_row(row)
+            for values, ids in chunk:
+                head = f"{self.campaign_id}\t"
+                tail = "\t".join(["", *(r"\N" if v is None else v for v in values), "0\n"])
+                copy.write("".join([f"{head}{contact_id}{tail}" for contact_id in ids]))
         if self.merge:
             self.cursor.execute(_MERGE_PG.format(columns=", ".join(_COLUMNS)))
             self.cursor.execute("TRUNCATE plan_rows")

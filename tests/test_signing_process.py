@@ -82,8 +82,8 @@ def test_messages_signed_in_the_process_are_byte_identical_to_signing_inline(
 
     signed, batches, children = asyncio.run(sign_all())
     assert len(children) == 1
-    for i, (message, result) in enumerate(zip(messages, signed, strict=True)):
-        assert result == sign_message(message, keys, timestamp=1_764_000_000 + i)
+    for i, (message, headers) in enumerate(zip(messages, signed, strict=True)):
+        assert headers + message == sign_message(message, keys, timestamp=1_764_000_000 + i)
     # Asked for in one tick, sent in one write: not a round trip per message.
     assert batches == 1
     assert _signing_children() == []  # close() ended it
@@ -99,7 +99,7 @@ def test_a_message_that_cannot_be_signed_fails_alone(keys: tuple[SigningKey, ...
                 return_exceptions=True,
             )
             assert isinstance(good, bytes)
-            return bad, await signing.sign(_message(2), 2)
+            return bad, await signing.sign(_message(2), 2) + _message(2)
         finally:
             await signing.close()
 
@@ -181,7 +181,7 @@ def test_the_signing_process_works_on_uvloop_the_loop_of_mailer_serve(
     async def sign_two() -> list[bytes]:
         signing = SigningProcess(keys)
         try:
-            return [await signing.sign(_message(n), n) for n in range(2)]
+            return [await signing.sign(_message(n), n) + _message(n) for n in range(2)]
         finally:
             await signing.close()
 

@@ -268,14 +268,13 @@ class MessageSender:
         # Signed in the child while the row's start is being committed: the waits overlap.
         signing = None
         if self.signing is not None and not isinstance(message, InputError):
-            signing = asyncio.ensure_future(self.signing.sign(message.data, int(now.timestamp())))
-            signing.add_done_callback(_retrieve)
+            signing = self.signing.sign(message.data, int(now.timestamp()))
         attempts = None
         try:
             attempts = await self.start(job, campaign.list_name, lane, previous)
         finally:
             if attempts is None and signing is not None:
-                signing.cancel()  # not to be sent: its signature is not needed
+                _drop(signing)  # not to be sent: its signature is not needed
         if attempts is None:
             return None
         if isinstance(message, InputError):
@@ -287,7 +286,7 @@ class MessageSender:
         data = message.data
         if signing is not None:
             try:
-                data = await signing
+                data = await signing + data
             except SigningError as broken:
                 # Nothing went out: the row waits for the next run, and this run stops.
                 await self.write(lane, StoredOutcome(
@@ -309,7 +308,10 @@ class MessageSender:
         return outcome
 
 
-def _retrieve(task: asyncio.Future[bytes]) -> None:
-    """Take a signature task's error, so one that was not awaited is not reported as lost."""
-    if not task.cancelled():
-        task.exception()
+def _drop(signature: asyncio.Future[bytes]) -> None:
+    """Give up a signature not awaited: cancel it, or take its error if it already failed (so
+    asyncio does not report the error as never retrieved)."""
+    if not signature.done():
+        signature.cancel()
+    elif not signature.cancelled():
+        signature.exception()

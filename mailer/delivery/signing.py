@@ -1,33 +1,33 @@
 """DKIM signatures made in a process of their own, beside the sending worker's event loop.
 
-An RSA-2048 signature costs 1.2 ms of CPU on this kind of machine (`openssl speed rsa2048`),
-more than the rest of a message's work in the worker. In the worker's own process it takes
-the core the event loop needs; in a thread it still fights the loop for the GIL around each
-call (measured: RSA at 0.49 of unsigned). A child process signs on the other core while the
-loop renders and talks SMTP.
+One RSA-2048 signature costs 0.35 to 1.2 ms of CPU depending on the processor (`openssl
+speed rsa2048`), about as much as the rest of a message's work in the worker. In the
+worker's own process it takes the core the event loop needs; in a thread it still fights the
+loop for the GIL around each call. A child process signs on the other core while the loop
+renders and talks SMTP (RSA-signed `campaign send` at 0.42 of unsigned inline, 0.69 here;
+Ed25519 at 0.70 and 0.83: docs/performance.md).
 
 What the connections ask for while the child is busy goes to it as one write, and the child
-answers each message as soon as it is signed, not the batch at the end: with a batch's
-answers held back, the loop waited while the child signed and the child waited while the loop
-sent (RSA at 0.49 of unsigned with neither process busy). Only the signature headers travel
-back (mailer.core.dkim.signature_headers), a few hundred bytes a message.
-The child is this module run as `python -m mailer.delivery.signing`; its keys reach it over
-its standard input, never on a command line or in a file. It ignores Ctrl-C, so messages
-in flight while `campaign send` winds down still get their signatures, and it ends when its
-standard input closes, also when the worker dies without closing it.
+answers each message as soon as it is signed, not the batch at the end (with the answers
+held back, the loop waited while the child signed and the child waited while the loop
+sent). Only the signature headers travel back (mailer.core.dkim.signature_headers), a few
+hundred bytes a message. The child is this module run as `python -m
+mailer.delivery.signing`; its keys reach it over its standard input, never on a command line
+or in a file. It ignores Ctrl-C, so messages in flight while `campaign send` winds down
+still get their signatures, and it ends when its standard input closes, also when the
+worker dies without closing it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import pickle
 import signal
 import struct
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from cryptography.hazmat.primitives import serialization
 
@@ -37,58 +37,70 @@ from mailer.errors import SigningError
 __all__ = ["SigningProcess"]
 
 _LENGTH = struct.Struct(">I")
-_Batch = list[tuple[asyncio.Future[bytes], int, bytes]]
-_Waiting = deque[asyncio.Future[bytes]]
+_STDERR_KEPT = 4096  # the end of what the child writes there, for the error message
 
 
 class SigningProcess:
-    """Signs messages with `keys` in a child process, started at the first message."""
+    """Signs messages with `keys` in a child process, started at the first message.
+
+    The child's answers are read in the event loop's callbacks (a subprocess protocol), not
+    by a task, and `sign` hands back a future without a coroutine of its own: on the loop
+    that sends, a signature costs a few dict and deque operations.
+    """
 
     def __init__(self, keys: Sequence[SigningKey]) -> None:
         self._keys = tuple(keys)
-        self._starting: asyncio.Task[asyncio.subprocess.Process] | None = None
-        self._process: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._waiting: _Batch = []
-        self._in_flight: _Waiting = deque()  # sent to the child, oldest first
+        self._starting: asyncio.Task[None] | None = None
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._stdin: asyncio.WriteTransport | None = None
+        self._waiting: list[tuple[asyncio.Future[bytes], int, bytes]] = []
+        self._in_flight: deque[asyncio.Future[bytes]] = deque()  # sent, oldest first
+        self._answers = bytearray()
+        self._errors = bytearray()
         self._failed: SigningError | None = None
-        self.batches = 0  # batches sent, for the benchmarks
+        self._ended: asyncio.Future[None] | None = None
+        self.batches = 0  # batches sent, for the tests and benchmarks
 
-    async def sign(self, message: bytes, timestamp: int) -> bytes:
-        """`message` with its DKIM-Signature headers in front (mailer.core.dkim.sign_message)."""
-        if self._process is None:
-            if self._starting is None:
-                self._starting = asyncio.ensure_future(self._start())
-            await asyncio.shield(self._starting)
+    def sign(self, message: bytes, timestamp: int) -> asyncio.Future[bytes]:
+        """A future of the DKIM-Signature headers to put in front of `message`
+        (mailer.core.dkim.signature_headers); it fails with SigningError."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.create_future()
         if self._failed is not None:
-            raise self._failed
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            future.set_exception(self._failed)
+            return future
         self._waiting.append((future, timestamp, message))
-        if len(self._waiting) == 1:
-            asyncio.get_running_loop().call_soon(self._send_waiting)
-        return await future + message
+        if self._stdin is None:
+            if self._starting is None:
+                self._starting = loop.create_task(self._start())
+        elif len(self._waiting) == 1:
+            loop.call_soon(self._send_waiting)
+        return future
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._transport is None else self._transport.get_pid()
 
     async def close(self) -> None:
         """End the child: it finishes what it was sent, then exits on end of input."""
-        if self._starting is not None and not self._starting.done():
-            with contextlib.suppress(Exception):
-                await self._starting
-        process = self._process
-        if process is None:
+        if self._starting is not None:
+            await self._starting
+        if self._transport is None or self._ended is None:
             return
-        assert process.stdin is not None
-        process.stdin.close()
+        assert self._stdin is not None
+        self._stdin.close()
         try:
-            await asyncio.wait_for(process.wait(), timeout=10)
+            await asyncio.wait_for(asyncio.shield(self._ended), timeout=10)
         except TimeoutError:
-            process.kill()
-            await process.wait()
-        if self._reader is not None:
-            await self._reader
+            self._transport.kill()
+            await self._ended
 
-    async def _start(self) -> asyncio.subprocess.Process:
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
         try:
-            process = await asyncio.create_subprocess_exec(
+            transport, _ = await loop.subprocess_exec(
+                lambda: _ChildProtocol(self),
                 sys.executable,
                 "-m",
                 __name__,
@@ -97,49 +109,77 @@ class SigningProcess:
                 stderr=asyncio.subprocess.PIPE,
             )
         except OSError as failed:
-            self._failed = SigningError(f"cannot start the DKIM signing process: {failed}")
-            raise self._failed from failed
-        assert process.stdin is not None
-        process.stdin.write(_frame([_key_material(key) for key in self._keys]))
-        self._process = process
-        self._reader = asyncio.ensure_future(self._read(process))
-        return process
+            self._fail(SigningError(f"cannot start the DKIM signing process: {failed}"))
+            self._ended.set_result(None)
+            return
+        self._transport = transport
+        self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
+        self._stdin.write(_frame([_key_material(key) for key in self._keys]))
+        self._send_waiting()
 
     def _send_waiting(self) -> None:
-        batch, self._waiting = self._waiting, []
-        if self._failed is not None:
-            _fail((future for future, _, _ in batch), self._failed)
+        # Not started yet: _start sends them. Failed: _fail has answered them already.
+        if self._stdin is None or not self._waiting:
             return
-        assert self._process is not None and self._process.stdin is not None
+        batch, self._waiting = self._waiting, []
         self._in_flight.extend(future for future, _, _ in batch)
         self.batches += 1
-        self._process.stdin.write(_frame([(timestamp, data) for _, timestamp, data in batch]))
+        self._stdin.write(_frame([(timestamp, data) for _, timestamp, data in batch]))
 
-    async def _read(self, process: asyncio.subprocess.Process) -> None:
-        assert process.stdout is not None and process.stderr is not None
-        try:
-            while True:
-                head = await process.stdout.readexactly(_LENGTH.size)
-                signed, value = pickle.loads(
-                    await process.stdout.readexactly(*_LENGTH.unpack(head))
-                )
-                future = self._in_flight.popleft()
-                if future.done():  # its connection was cancelled meanwhile
-                    continue
-                if signed:
-                    future.set_result(value)
-                else:
-                    future.set_exception(SigningError(f"cannot sign a message: {value}"))
-        except asyncio.IncompleteReadError:
-            pass  # end of output: the child ended, on purpose or not
-        code = await process.wait()
-        errors = (await process.stderr.read()).decode("utf-8", "replace").strip()
-        self._failed = SigningError(
-            f"the DKIM signing process ended (exit code {code})"
+    def _received(self, data: bytes) -> None:
+        answers = self._answers
+        answers += data
+        offset = 0
+        while len(answers) - offset >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(answers, offset)
+            end = offset + _LENGTH.size + length
+            if len(answers) < end:
+                break
+            signed, value = pickle.loads(answers[offset + _LENGTH.size : end])
+            offset = end
+            future = self._in_flight.popleft()
+            if future.done():  # its connection was cancelled meanwhile
+                continue
+            if signed:
+                future.set_result(value)
+            else:
+                future.set_exception(SigningError(f"cannot sign a message: {value}"))
+        del answers[:offset]
+
+    def _exited(self) -> None:
+        assert self._transport is not None and self._ended is not None
+        errors = self._errors.decode("utf-8", "replace").strip()
+        self._fail(SigningError(
+            f"the DKIM signing process ended (exit code {self._transport.get_returncode()})"
             + (f": {errors.splitlines()[-1]}" if errors else "")
-        )
+        ))  # fmt: skip
+        self._transport.close()  # the child is gone: this only releases the transport
+        if not self._ended.done():
+            self._ended.set_result(None)
+
+    def _fail(self, error: SigningError) -> None:
+        self._failed = self._failed or error
         _fail(self._in_flight, self._failed)
         self._in_flight.clear()
+        _fail((future for future, _, _ in self._waiting), self._failed)
+        self._waiting = []
+
+
+class _ChildProtocol(asyncio.SubprocessProtocol):
+    def __init__(self, owner: SigningProcess) -> None:
+        self._owner = owner
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._owner._received(data)
+        else:
+            errors = self._owner._errors
+            errors += data
+            del errors[:-_STDERR_KEPT]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # Called once the child has exited and all its pipes are read to the end.
+        self._owner._exited()
 
 
 def _fail(futures: Iterable[asyncio.Future[bytes]], error: SigningError) -> None:

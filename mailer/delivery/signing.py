@@ -77,10 +77,6 @@ class SigningProcess:
             loop.call_soon(self._send_waiting)
         return future
 
-    @property
-    def pid(self) -> int | None:
-        return None if self._transport is None else self._transport.get_pid()
-
     async def close(self) -> None:
         """End the child: it finishes what it was sent, then exits on end of input."""
         if self._starting is not None:

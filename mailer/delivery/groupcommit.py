@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from mailer.store.lane import LaneConnection
+from mailer.store.lane import LaneConnection, Steps
 
 __all__ = ["GroupCommit"]
 
@@ -29,13 +29,13 @@ class GroupCommit:
     def __init__(self, connection: LaneConnection, *, in_thread: bool) -> None:
         self._connection = connection
         self._in_thread = in_thread
-        self._waiting: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._waiting: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
         self.groups = 0  # commits made, for the benchmarks
         self.statements = 0
 
-    async def run(self, call: Callable[[], T]) -> T:
+    async def run(self, call: Callable[[], Steps[T]]) -> T:
         """Run `call` (a lane statement on the shared connection) in the next group."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
@@ -69,8 +69,8 @@ class GroupCommit:
 
     def _settle(
         self,
-        batch: list[tuple[Callable[[], Any], asyncio.Future[Any]]],
-        run: Callable[[list[Callable[[], Any]]], list[Any]],
+        batch: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]],
+        run: Callable[[list[Callable[[], Steps[Any]]]], list[Any]],
     ) -> None:
         try:
             results = run([call for call, _ in batch])

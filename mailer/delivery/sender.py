@@ -31,7 +31,7 @@ from mailer.delivery.signing import SigningProcess
 from mailer.delivery.transport import Outcome, Reply, classify
 from mailer.errors import InputError, NotFoundError, SigningError, TransportError
 from mailer.store.campaign import content_of
-from mailer.store.lane import STOPPED, DueDelivery, Lane, LaneConnection
+from mailer.store.lane import STOPPED, DueDelivery, Lane, LaneConnection, Steps
 from mailer.store.lane import Outcome as StoredOutcome
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
@@ -106,7 +106,7 @@ class MessageSender:
         self.stopped: set[int] = set()
         self.guard = CampaignGuard(engine, settings)  # issue 16: pauses a campaign that hurts
 
-    async def in_lane(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def in_lane(self, call: Callable[..., Steps[T]], *args: Any, **kwargs: Any) -> T:
         """Run a lane's statement in the next group commit (mailer.delivery.groupcommit): the
         connections that got to the ledger in the same loop tick share one transaction."""
         return await self.group.run(functools.partial(call, *args, **kwargs))
@@ -171,16 +171,19 @@ class MessageSender:
     ) -> None:
         """Write an outcome on its own (when no next message can carry it); a hard bounce with
         its suppression on a connection of its own, never inside a group."""
-        await (self.off_loop if bounce_hash is not None else self.in_lane)(
-            lane.record,
-            outcome.delivery_id,
-            status=outcome.status,
-            smtp_reply=outcome.smtp_reply,
-            message_id=outcome.message_id,
-            at=outcome.at,
-            next_attempt_at=outcome.next_attempt_at,
-            hard_bounce_hash=bounce_hash,
-        )
+        if bounce_hash is None:
+            await self.in_lane(lane.recording, outcome)
+        else:
+            await self.off_loop(
+                lane.record,
+                outcome.delivery_id,
+                status=outcome.status,
+                smtp_reply=outcome.smtp_reply,
+                message_id=outcome.message_id,
+                at=outcome.at,
+                next_attempt_at=outcome.next_attempt_at,
+                hard_bounce_hash=bounce_hash,
+            )
         self.progress(outcome.status)
 
     async def judge(self, job: DueDelivery, outcome: StoredOutcome, hard: bool) -> None:
@@ -215,7 +218,7 @@ class MessageSender:
         """Mark the row `sending` (writing `previous` in the same commit); its attempt number,
         or None when it is not to be sent (suppressed meanwhile, campaign stopped, lease lost)."""
         hashes = address_hashes(job.recipient.email, self.hash_keys)
-        attempts = await self.in_lane(lane.start, job, list_name, hashes, previous=previous)
+        attempts = await self.in_lane(lane.starting, job, list_name, hashes, previous=previous)
         if previous is not None:
             self.progress(previous.status)
         if attempts == DeliveryStatus.SUPPRESSED:  # rule 3: suppressed since it was planned
@@ -244,7 +247,7 @@ class MessageSender:
         if job.campaign_id in self.stopped:
             if previous is not None:
                 await self.write(lane, previous)
-            await self.in_lane(lane.give_back, job)
+            await self.in_lane(lane.giving_back, job)
             return None
         if previous is not None and self.breaker.state is not BreakerState.CLOSED:
             await self.write(lane, previous)  # the wait may be long: do not hold it meanwhile

@@ -8,8 +8,9 @@ leaves at most one delivery in doubt per connection, as without grouping: the gr
 or rolls back as a whole.
 
 On SQLite the group runs inline, in a callback scheduled after every connection that was
-woken in this tick has asked (its commits are quick, a thread hop costs more). On a server
-database it runs in a thread, and what is asked while it runs forms the next group.
+woken in this tick has asked (its commits are quick). On PostgreSQL it is sent in one round
+trip from the event loop (mailer.store.lanepipe), and what is asked while it is on its way
+forms the next group.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from mailer.store.lane import LaneConnection, Steps
+from mailer.store.lanepipe import PipelinedLanes
 
 __all__ = ["GroupCommit"]
 
@@ -28,10 +30,11 @@ T = TypeVar("T")
 class GroupCommit:
     def __init__(self, connection: LaneConnection, *, in_thread: bool) -> None:
         self._connection = connection
-        self._in_thread = in_thread
         self._waiting: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
+        # `in_thread` names a server database: once a thread ran its groups; now the loop does.
+        self._pipelined = PipelinedLanes(connection.engine) if in_thread else None
         self.groups = 0  # commits made, for the benchmarks
         self.statements = 0
 
@@ -42,8 +45,8 @@ class GroupCommit:
         self._waiting.append((call, future))
         if not self._flushing:
             self._flushing = True
-            if self._in_thread:
-                self._task = asyncio.ensure_future(self._flush_in_thread())
+            if self._pipelined is not None:
+                self._task = asyncio.ensure_future(self._flush_pipelined())
             else:
                 loop.call_soon(self._flush_inline)
         return await future
@@ -53,13 +56,14 @@ class GroupCommit:
         self._flushing = False
         self._settle(batch, self._connection.together)
 
-    async def _flush_in_thread(self) -> None:
+    async def _flush_pipelined(self) -> None:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
                 calls = [call for call, _ in batch]
+                assert self._pipelined is not None  # only started for it
                 try:
-                    results = await asyncio.to_thread(self._connection.together, calls)
+                    results = await self._pipelined.together(calls)
                 except Exception as failed:
                     self._fail(batch, failed)
                 else:
@@ -93,6 +97,8 @@ class GroupCommit:
                 future.set_exception(failed)
 
     async def finished(self) -> None:
-        """Wait for a group still running in a thread (before the connection is closed)."""
+        """Wait for a group still on its way, then close the connection it went on."""
         if self._task is not None and not self._task.done():
             await asyncio.wait({self._task})
+        if self._pipelined is not None:
+            await self._pipelined.close()

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, bindparam, update
 
 from mailer.core.render import Recipient
@@ -25,8 +24,11 @@ __all__ = [
     "Lane",
     "LaneConnection",
     "Outcome",
+    "Query",
     "Steps",
     "record_statement",
+    "answer",
+    "drive",
     "run_steps",
 ]
 
@@ -35,24 +37,45 @@ _suppression = Suppression.__table__  # type: ignore[attr-defined]
 
 T = TypeVar("T")
 
-# A lane statement in two halves: up to its one `yield` it sends its SQL on its own cursor;
-# after it, it reads the reply (and runs a rare follow-up). A group sends the first halves of
-# all its lanes and the commit in one round trip (PostgreSQL's pipeline mode), then finishes.
-Steps = Generator[None, None, T]
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One SQL statement a lane statement asks to be run: answered with its rows when
+    `rows`, else with the number of rows it changed."""
+
+    sql: str
+    params: Any
+    rows: bool = False
 
 
-def run_steps(steps: Steps[T]) -> T:
-    """Run a lane statement's two halves one after the other."""
-    next(steps)
-    return _finish(steps)
+# A lane statement as a generator of the Queries it needs, each sent back its answer; it does
+# no I/O itself. So one driver runs it at once on a cursor (`run_steps`), and another sends
+# the first Query of every lane of a group with the commit in one round trip
+# (mailer.store.lanepipe) before giving each its answer.
+Steps = Generator[Query, Any, T]
 
 
-def _finish(steps: Steps[T]) -> T:
+def run_steps(steps: Steps[T], cursor: Any) -> T:
+    """Run a lane statement's queries on a DB-API `cursor`, one after the other."""
+    return drive(steps, next(steps), lambda query: answer(cursor, query))
+
+
+def drive(steps: Steps[T], query: Query, run: Callable[[Query], Any]) -> T:
+    """Answer `query` with `run`, and each query `steps` asks next, until it returns."""
     try:
-        next(steps)
+        while True:
+            query = steps.send(run(query))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
-    raise RuntimeError("a lane statement yields once")
+
+
+def answer(cursor: Any, query: Query) -> Any:
+    cursor.execute(query.sql, query.params)
+    return list(cursor.fetchall()) if query.rows else int(cursor.rowcount)
+
+
+def _query(statement: Prepared, values: dict[str, Any], *, rows: bool = False) -> Query:
+    return Query(statement.sql, statement.params(values), rows)
 
 
 # What Lane.start returns for a row whose campaign was paused or cancelled since it was claimed.
@@ -106,10 +129,6 @@ def record_statement(prefix: str = "") -> Any:
     )
 
 
-def _send(cursor: Any, statement: Prepared, values: dict[str, Any]) -> None:
-    cursor.execute(statement.sql, statement.params(values))
-
-
 class LaneConnection:
     """An autocommit connection for lane statements, used through DB-API cursors.
 
@@ -130,13 +149,6 @@ class LaneConnection:
         # IMMEDIATE: take SQLite's write lock at BEGIN, so no statement of the group has to
         # upgrade a read snapshot another writer may have made stale meanwhile.
         self._begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "BEGIN"
-        # psycopg 3 on PostgreSQL: a group's BEGIN, statements and COMMIT go out in one round
-        # trip instead of one each (two lanes a group on average: 4 round trips -> 1).
-        self._pipeline = getattr(self.dbapi, "pipeline", None)
-
-    def new_cursor(self) -> Any:
-        """A cursor of its own for one lane: in a pipeline each cursor keeps its own reply."""
-        return self.dbapi.cursor()
 
     def together(self, calls: Sequence[Callable[[], Steps[T]]]) -> list[T]:
         """Run `calls` (lane statements on this connection) in one transaction, in order.
@@ -144,39 +156,15 @@ class LaneConnection:
         If one fails, none of them is written, and the error is raised.
         """
         if len(calls) == 1:
-            return [run_steps(calls[0]())]  # one lane: its statement is its own transaction
-        if self._pipeline is not None:
-            return self._pipelined(calls)
+            return [run_steps(calls[0](), self.cursor)]  # one lane: its own transaction
         self.cursor.execute(self._begin)
         try:
-            results = [run_steps(call()) for call in calls]
+            results = [run_steps(call(), self.cursor) for call in calls]
         except BaseException:
             self.cursor.execute("ROLLBACK")
             raise
         self.cursor.execute("COMMIT")
         return results
-
-    def _pipelined(self, calls: Sequence[Callable[[], Steps[T]]]) -> list[T]:
-        assert self._pipeline is not None
-        begun: list[Steps[T]] = []
-        try:
-            with self._pipeline():
-                self.cursor.execute(self._begin)
-                for call in calls:
-                    steps = call()
-                    next(steps)
-                    begun.append(steps)
-                self.cursor.execute("COMMIT")
-            # Leaving the block sent it all and read every reply: the group is committed.
-        except BaseException:
-            # A failed statement makes the server skip the rest up to the sync, COMMIT too,
-            # and leaves the transaction aborted: nothing of the group was written.
-            if self.dbapi.info.transaction_status != TransactionStatus.IDLE:
-                self.cursor.execute("ROLLBACK")
-            raise
-        # The second halves read their replies; a follow-up (a row found suppressed or paused
-        # since its claim) runs on its own, after the commit, as for a lane alone.
-        return [_finish(steps) for steps in begun]
 
     def close(self) -> None:
         self.cursor.close()
@@ -187,13 +175,13 @@ class Lane:
     """One sending connection's path to the ledger: mark a row `sending`, record its outcome.
 
     A lane runs its statements, compiled once, on a DB-API cursor of a `LaneConnection`
-    (SQLAlchemy's per-execution work cost more than the SQL): its own, or one shared by the
-    lanes of a worker for group commit. On a server database a worker runs the statements in
-    a thread while its other connections talk SMTP (on PostgreSQL each commit waits for the
-    disk). `start` can write the outcome of the lane's previous message in the same commit.
+    (SQLAlchemy's per-execution work cost more than the SQL): its own, or the one shared by
+    the lanes of a worker for group commit (`LaneConnection.together`; on PostgreSQL,
+    mailer.store.lanepipe). `start` can write the outcome of the lane's previous message in
+    the same commit.
 
     `start`, `give_back` and `record` run at once; `starting`, `giving_back` and `recording`
-    are the same statements as `Steps`, for a group (`LaneConnection.together`).
+    are the same statements as `Steps`, for a group.
     """
 
     def __init__(self, ledger: Ledger, connection: LaneConnection | None = None) -> None:
@@ -201,7 +189,7 @@ class Lane:
         self._owns = connection is None
         self._shared = connection or LaneConnection(ledger.engine)
         self._engine = self._shared.engine
-        self._cursor = self._shared.new_cursor()
+        self._cursor = self._shared.cursor
 
     def start(
         self,
@@ -219,7 +207,7 @@ class Lane:
         row is marked so), `STOPPED` if its campaign was paused meanwhile (the row is queued
         again), or None if the row is no longer this worker's (lease lost, or cancelled).
         """
-        return run_steps(self.starting(job, list_name, hashes, previous=previous))
+        return run_steps(self.starting(job, list_name, hashes, previous=previous), self._cursor)
 
     def starting(
         self,
@@ -229,7 +217,7 @@ class Lane:
         *,
         previous: Outcome | None = None,
     ) -> Steps[int | str | None]:
-        ledger, cursor = self._ledger, self._cursor
+        ledger = self._ledger
         params = {
             "delivery_id": job.delivery_id,
             "owner": ledger.owner,
@@ -237,29 +225,26 @@ class Lane:
             **dict(zip(ledger.hash_params, hashes, strict=True)),
         }
         if previous is None:
-            _send(cursor, ledger.start_sql, params)
-            yield
-            started = list(cursor.fetchall())
+            started = yield _query(ledger.start_sql, params, rows=True)
         else:
-            _send(cursor, ledger.record_then_start_sql, {**params, **previous.params("r_")})
-            yield
-            started = [row[1:] for row in cursor.fetchall() if row[0] == job.delivery_id]
+            both = {**params, **previous.params("r_")}
+            rows = yield _query(ledger.record_then_start_sql, both, rows=True)
+            started = [row[1:] for row in rows if row[0] == job.delivery_id]
         if started:
             return int(started[0][0])
-        if ledger.suppress.execute(cursor, params):
+        if (yield _query(ledger.suppress, params)):
             return DeliveryStatus.SUPPRESSED.value
-        if ledger.give_back_stopped.execute(cursor, params):
+        if (yield _query(ledger.give_back_stopped, params)):
             return STOPPED
         return None
 
     def give_back(self, job: DueDelivery) -> None:
         """Queue a claimed row again without trying it (its campaign is known to be stopped)."""
-        run_steps(self.giving_back(job))
+        run_steps(self.giving_back(job), self._cursor)
 
     def giving_back(self, job: DueDelivery) -> Steps[None]:
         params = {"delivery_id": job.delivery_id, "owner": self._ledger.owner}
-        _send(self._cursor, self._ledger.give_back_one, params)
-        yield
+        yield _query(self._ledger.give_back_one, params)
 
     def record(
         self,
@@ -278,7 +263,7 @@ class Lane:
         """
         outcome = Outcome(delivery_id, status, smtp_reply, message_id, at, next_attempt_at)
         if hard_bounce_hash is None:
-            run_steps(self.recording(outcome))
+            run_steps(self.recording(outcome), self._cursor)
             return
         with self._engine.begin() as conn:  # rare: both or neither
             self._ledger.record_sql.run(conn, outcome.params())
@@ -292,8 +277,7 @@ class Lane:
             )
 
     def recording(self, outcome: Outcome) -> Steps[None]:
-        _send(self._cursor, self._ledger.record_sql, outcome.params())
-        yield
+        yield _query(self._ledger.record_sql, outcome.params())
 
     def record_alone(self, outcome: Outcome) -> None:
         """Store an outcome on a connection of its own: for a worker that is failing or being
@@ -302,6 +286,5 @@ class Lane:
             self._ledger.record_sql.run(conn, outcome.params())
 
     def close(self) -> None:
-        self._cursor.close()
         if self._owns:
             self._shared.close()

@@ -41,6 +41,7 @@ from mailer.store.models import (
     SuppressionReason,
 )
 from mailer.store.prepared import Prepared
+from mailer.store.suppression import ADD_SUPPRESSION
 
 __all__ = [
     "ContactRow",
@@ -269,13 +270,6 @@ def _unsubscribed(for_all_lists: bool, hashes: int) -> Select[Any]:
     )
 
 
-# What store.suppression.add_suppression writes (the newest key's hash), on the cursor.
-_add_suppression = _suppression.insert().values(
-    {name: bindparam(name, type_=_suppression.c[name].type)
-     for name in ("address_hash", "reason", "scope", "at")}
-)  # fmt: skip
-
-
 def suppress(
     conn: Connection,
     keys: Sequence[str],
@@ -300,7 +294,7 @@ def suppress(
         )
         values = {**by_hash, "scope": scope, "contact_id": contact.id}
         if not earlier.fetch(cursor, values):
-            insert, cursor = _raw(conn, "add_suppression", _add_suppression)
+            insert, cursor = _raw(conn, "add_suppression", ADD_SUPPRESSION)
             reason = SuppressionReason.UNSUBSCRIBED
             insert.execute(cursor, {"address_hash": hashes[0], "reason": reason, "scope": scope,
                                     "at": at})  # fmt: skip

@@ -11,7 +11,7 @@ from mailer.core.tokens import address_hashes, key_fingerprint
 from mailer.errors import ConfigError
 from mailer.store.models import Suppression, SuppressionKey, SuppressionReason
 
-__all__ = ["add_suppression", "check_hash_keys", "is_suppressed"]
+__all__ = ["ADD_SUPPRESSION", "add_suppression", "check_hash_keys", "is_suppressed"]
 
 _suppression = Suppression.__table__  # type: ignore[attr-defined]
 _key = SuppressionKey.__table__  # type: ignore[attr-defined]
@@ -29,10 +29,15 @@ def add_suppression(
     # One insert built once: under a burst of unsubscribes, building it per call cost more
     # than running it.
     values = {"address_hash": address_hashes(email, keys)[0], "reason": reason, "scope": scope}
-    conn.execute(_add, {**values, "at": at})
+    conn.execute(ADD_SUPPRESSION, {**values, "at": at})
 
 
-_add = _suppression.insert()
+# Each column named as a bind, so the web's unsubscribe can also run it compiled once, on
+# the DB-API cursor (mailer.store.signups), under the newest key's hash as here.
+ADD_SUPPRESSION = _suppression.insert().values(
+    {name: bindparam(name, type_=_suppression.c[name].type)
+     for name in ("address_hash", "reason", "scope", "at")}
+)  # fmt: skip
 
 
 def is_suppressed(conn: Connection, keys: Sequence[str], email: str, list_name: str) -> bool:

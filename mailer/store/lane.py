@@ -27,8 +27,6 @@ __all__ = [
     "Query",
     "Steps",
     "record_statement",
-    "answer",
-    "drive",
     "run_steps",
 ]
 
@@ -57,10 +55,10 @@ Steps = Generator[Query, Any, T]
 
 def run_steps(steps: Steps[T], cursor: Any) -> T:
     """Run a lane statement's queries on a DB-API `cursor`, one after the other."""
-    return drive(steps, next(steps), lambda query: answer(cursor, query))
+    return _drive(steps, next(steps), lambda query: _answer(cursor, query))
 
 
-def drive(steps: Steps[T], query: Query, run: Callable[[Query], Any]) -> T:
+def _drive(steps: Steps[T], query: Query, run: Callable[[Query], Any]) -> T:
     """Answer `query` with `run`, and each query `steps` asks next, until it returns."""
     try:
         while True:
@@ -69,7 +67,7 @@ def drive(steps: Steps[T], query: Query, run: Callable[[Query], Any]) -> T:
         return done.value  # type: ignore[no-any-return]
 
 
-def answer(cursor: Any, query: Query) -> Any:
+def _answer(cursor: Any, query: Query) -> Any:
     cursor.execute(query.sql, query.params)
     return list(cursor.fetchall()) if query.rows else int(cursor.rowcount)
 

@@ -40,7 +40,7 @@ class PipelinedLanes:
         first = [next(each) for each in steps]
         control, *cursors = self._cursors_for(conn, 1 + len(steps))
         if len(steps) == 1:  # one lane: its statement is its own transaction
-            return [await _drive(steps[0], first[0], cursors[0])]
+            return [await _drive(steps[0], await _run(cursors[0], first[0]), cursors[0])]
         try:
             async with conn.pipeline():
                 await control.execute("BEGIN")
@@ -57,7 +57,7 @@ class PipelinedLanes:
         # A follow-up query (a row found suppressed or paused since its claim) runs on its
         # own, after the commit, as for a lane alone.
         return [
-            await _drive(each, await _answer(cursor, query), cursor, answered=True)
+            await _drive(each, await _answer(cursor, query), cursor)
             for each, query, cursor in zip(steps, first, cursors, strict=True)
         ]
 
@@ -87,21 +87,16 @@ async def _answer(cursor: psycopg.AsyncCursor[Any], query: Query) -> Any:
     return list(await cursor.fetchall()) if query.rows else int(cursor.rowcount)
 
 
-async def _drive(
-    steps: Steps[T], reply: Any, cursor: psycopg.AsyncCursor[Any], *, answered: bool = False
-) -> T:
-    """Give `steps` the answer to its query and run what it asks next, until it returns.
+async def _run(cursor: psycopg.AsyncCursor[Any], query: Query) -> Any:
+    await cursor.execute(query.sql, query.params)
+    return await _answer(cursor, query)
 
-    Unless `answered`, `reply` is the query itself, still to be run.
-    """
+
+async def _drive(steps: Steps[T], reply: Any, cursor: psycopg.AsyncCursor[Any]) -> T:
+    """Send `steps` the reply to its last query, then run each query it asks next, until it
+    returns (what mailer.store.lane.run_steps does on a DB-API cursor)."""
     try:
-        if not answered:
-            query: Query = reply
-            await cursor.execute(query.sql, query.params)
-            reply = await _answer(cursor, query)
         while True:
-            query = steps.send(reply)
-            await cursor.execute(query.sql, query.params)
-            reply = await _answer(cursor, query)
+            reply = await _run(cursor, steps.send(reply))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]

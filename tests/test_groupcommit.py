@@ -56,7 +56,7 @@ def _in_one_group(shared: LaneConnection, *calls: Callable[[], Steps[object]]) -
     answers (or errors) and how many commits it took."""
 
     async def run() -> list[object]:
-        group = GroupCommit(shared, in_thread=shared.engine.dialect.name != "sqlite")
+        group = GroupCommit(shared, pipelined=shared.engine.dialect.name != "sqlite")
         try:
             answers = await asyncio.gather(*(group.run(c) for c in calls), return_exceptions=True)
         finally:
@@ -108,7 +108,7 @@ def test_a_group_with_a_failing_statement_writes_nothing_and_the_next_group_work
     one, two, three = ledger.lane(shared), ledger.lane(shared), ledger.lane(shared)
 
     async def twice() -> tuple[list[object], list[object]]:
-        group = GroupCommit(shared, in_thread=engine.dialect.name != "sqlite")
+        group = GroupCommit(shared, pipelined=engine.dialect.name != "sqlite")
         try:
             failed = await asyncio.gather(
                 group.run(_starting(one, first)),

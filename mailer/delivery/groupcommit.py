@@ -28,13 +28,13 @@ T = TypeVar("T")
 
 
 class GroupCommit:
-    def __init__(self, connection: LaneConnection, *, in_thread: bool) -> None:
+    def __init__(self, connection: LaneConnection, *, pipelined: bool) -> None:
         self._connection = connection
         self._waiting: list[tuple[Callable[[], Steps[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
         self._task: asyncio.Task[None] | None = None
-        # `in_thread` names a server database: once a thread ran its groups; now the loop does.
-        self._pipelined = PipelinedLanes(connection.engine) if in_thread else None
+        # A server database (PostgreSQL): its groups go in one round trip from the loop.
+        self._pipelined = PipelinedLanes(connection.engine) if pipelined else None
         self.groups = 0  # commits made, for the benchmarks
         self.statements = 0
 

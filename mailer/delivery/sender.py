@@ -98,7 +98,7 @@ class MessageSender:
         self.offload = engine.dialect.name != "sqlite"
         # The lanes of this worker share one database connection, for group commit.
         self.lanes = LaneConnection(engine)
-        self.group = GroupCommit(self.lanes, in_thread=self.offload)
+        self.group = GroupCommit(self.lanes, pipelined=self.offload)
         self.outcomes: Counter[str] = Counter()
         # Campaigns found paused or cancelled at a row's start: their other rows held here go
         # back to the queue without waiting for a throttle turn. The database stays the judge

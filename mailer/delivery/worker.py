@@ -223,7 +223,7 @@ async def run_worker(
     except* MailerError as failed:
         raise failed.exceptions[0] from None
     finally:
-        await sender.group.finished()  # a group still committing in a thread, then give back
+        await sender.group.finished()  # a group still on its way, then give back
         sender.lanes.close()
         loop.close()  # a claim still running in the ledger's thread, then give back
         ledger.release()

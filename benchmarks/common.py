@@ -11,12 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-
-from sqlalchemy import Engine
-
-from mailer.store.models import Consent, ConsentEvent, ConsentOrigin, Contact
 
 SINK_CODE = """
 import asyncio, sys
@@ -111,33 +106,6 @@ def _wait_listening(port: int, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def seed_consenting_contacts(engine: Engine, count: int, list_name: str = "newsletter") -> None:
-    """`count` contacts with a confirmed (web) subscription to `list_name`, in bulk."""
-    at = datetime(2026, 1, 1, tzinfo=UTC)
-    contact, consent = Contact.__table__, Consent.__table__  # type: ignore[attr-defined]
-    step = 5000
-    with engine.begin() as conn:
-        for start in range(0, count, step):
-            ids = range(start + 1, min(count, start + step) + 1)
-            conn.execute(
-                contact.insert(),
-                [
-                    {"id": i, "email": f"person{i}@d{i % 50}.example", "first_name": f"P{i}",
-                     "locale": "nl", "created_at": at}
-                    for i in ids
-                ],
-            )  # fmt: skip
-            conn.execute(
-                consent.insert(),
-                [
-                    {"contact_id": i, "list_name": list_name, "event": event, "origin": origin,
-                     "wording": "Ja.", "source": "bench", "at": at}
-                    for i in ids
-                    for event, origin in ((ConsentEvent.CONFIRMED, ConsentOrigin.WEB),)
-                ],
-            )  # fmt: skip
-
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux: ru_maxrss is in KiB)."""
     import resource
@@ -152,6 +120,8 @@ def timer() -> float:
 os.environ.setdefault("MAILER_SECRET_KEY", "benchmark-secret-key-0123456789abcdef")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+# The tests' bulk seeder, one copy for both.
+from tests.factories import seed_consenting_contacts  # noqa: E402, F401
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

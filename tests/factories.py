@@ -8,17 +8,25 @@ the mailer should do, without reading anything back from the database.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 
 from mailer.config import Settings
 from mailer.core.policy import ConsentFact, PurchaseFact, SuppressionFact
 from mailer.store.campaign import create_campaign
-from mailer.store.models import Campaign, Consent, Contact, Purchase, SuppressionReason
+from mailer.store.models import (
+    Campaign,
+    Consent,
+    ConsentEvent,
+    ConsentOrigin,
+    Contact,
+    Purchase,
+    SuppressionReason,
+)
 from mailer.store.suppression import add_suppression
 
-__all__ = ["add_consent", "add_contact", "new_campaign", "suppress"]
+__all__ = ["add_consent", "add_contact", "new_campaign", "seed_consenting_contacts", "suppress"]
 
 _contact = Contact.__table__  # type: ignore[attr-defined]
 _consent = Consent.__table__  # type: ignore[attr-defined]
@@ -102,3 +110,29 @@ def new_campaign(
         engine, settings, name=name, list_name=list_name, subject=f"Nieuws: {name}",
         template="newsletter", category=category, now=at,
     )  # fmt: skip
+
+
+def seed_consenting_contacts(engine: Engine, count: int, list_name: str = "newsletter") -> None:
+    """`count` contacts with a confirmed (web) subscription to `list_name`, in bulk."""
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    step = 5000
+    with engine.begin() as conn:
+        for start in range(0, count, step):
+            ids = range(start + 1, min(count, start + step) + 1)
+            conn.execute(
+                _contact.insert(),
+                [
+                    {"id": i, "email": f"person{i}@d{i % 50}.example", "first_name": f"P{i}",
+                     "locale": "nl", "created_at": at}
+                    for i in ids
+                ],
+            )  # fmt: skip
+            conn.execute(
+                _consent.insert(),
+                [
+                    {"contact_id": i, "list_name": list_name, "event": event, "origin": origin,
+                     "wording": "Ja.", "source": "bench", "at": at}
+                    for i in ids
+                    for event, origin in ((ConsentEvent.CONFIRMED, ConsentOrigin.WEB),)
+                ],
+            )  # fmt: skip

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, event, select
 
 from mailer.config import Settings
 from mailer.core.throttle import TokenBucket
@@ -32,8 +32,8 @@ from mailer.store.models import (
 )
 from mailer.store.planning import ConsentFact, materialise
 from mailer.store.sharedrate import SharedRate
-from tests.conftest import SECRET
-from tests.factories import add_contact, new_campaign, suppress
+from tests.conftest import SECRET, make_settings
+from tests.factories import add_contact, new_campaign, seed_consenting_contacts, suppress
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 LEASE = 30.0
@@ -269,3 +269,39 @@ def test_the_shared_rate_uses_the_database_clock(engine: Engine) -> None:
     assert delays[0] == pytest.approx(0.0, abs=0.05)
     assert delays[1] == pytest.approx(0.5, abs=0.05)
     assert delays[2] == pytest.approx(1.0, abs=0.05)
+
+
+def test_after_queueing_on_postgresql_a_claim_picks_its_rows_by_index_not_by_sorting_them(
+    postgres_url: str, postgres_engine: Engine
+) -> None:
+    """A worker started right after `campaign queue` claims a batch without sorting the whole
+    queue (the planner had no statistics for the rows just copied in) nor reading every
+    contact to find the batch's people."""
+    settings = make_settings(postgres_url)
+    seed_consenting_contacts(postgres_engine, 20_000)
+    campaign = new_campaign(postgres_engine, settings, "nov", at=NOW)
+    queue_campaign(postgres_engine, settings, campaign, clock=lambda: NOW)
+    ledger = worker(postgres_engine, "w1", Clock())
+    claimed: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, sql: str, params: Any, context: Any, many: bool) -> None:
+        claimed.append((sql, params))
+
+    event.listen(postgres_engine, "before_cursor_execute", keep)
+    try:
+        assert len(ledger.claim(50)) == 50
+    finally:
+        event.remove(postgres_engine, "before_cursor_execute", keep)
+    plans = []
+    with postgres_engine.connect() as conn:
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        for sql, params in claimed:
+            if sql.lstrip().upper().startswith(("WITH", "SELECT")):
+                cursor.execute("EXPLAIN " + sql, params)
+                plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        conn.rollback()
+    assert len(plans) == 2, plans  # the claim, then the batch's people
+    claim, people = plans
+    assert "Sort" not in claim, claim
+    assert "Seq Scan on contact" not in people, people
+    ledger.close()

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 
+import psycopg
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, text
 
 from mailer.config import Settings
 from mailer.core.tokens import address_hashes
@@ -130,3 +131,36 @@ def test_a_group_with_a_failing_statement_writes_nothing_and_the_next_group_work
     assert worked == [1, 1]
     status = _status(engine)
     assert status[first.delivery_id] == status[third.delivery_id] == "sending"
+
+
+def test_a_group_on_a_connection_the_server_cut_fails_and_writes_nothing(
+    engine: Engine, world: World
+) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("a server's connection")
+    ledger, shared, (first, second, third, _fourth) = world
+    one, two, three = ledger.lane(shared), ledger.lane(shared), ledger.lane(shared)
+
+    async def cut() -> list[object]:
+        group = GroupCommit(shared, pipelined=True)
+        try:
+            assert await group.run(_starting(one, first)) == 1
+            with engine.connect() as conn:  # what an administrator or a failover does
+                conn.execute(text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'mailer lanes' AND datname = current_database()"
+                ))  # fmt: skip
+            await asyncio.sleep(0.2)
+            return await asyncio.gather(
+                group.run(_starting(two, second)),
+                group.run(_starting(three, third)),
+                return_exceptions=True,
+            )
+        finally:
+            await group.finished()
+
+    errors = asyncio.run(cut())
+    assert all(isinstance(error, psycopg.OperationalError) for error in errors), errors
+    status = _status(engine)
+    assert status[first.delivery_id] == "sending"
+    assert status[second.delivery_id] == status[third.delivery_id] == "claimed"

@@ -305,3 +305,54 @@ def test_after_queueing_on_postgresql_a_claim_picks_its_rows_by_index_not_by_sor
     assert "Sort" not in claim, claim
     assert "Seq Scan on contact" not in people, people
     ledger.close()
+
+
+def test_a_worker_stopped_inside_a_transaction_holds_the_others_up_no_longer_than_its_lease(
+    postgres_url: str, postgres_engine: Engine
+) -> None:
+    """A worker stopped (SIGSTOP, a paused VM) between the statement and the commit of its
+    lease renewal keeps the locks on every row it holds: the server ends that session after
+    the lease, so another worker's take-over goes through; the stopped one, going on, finds
+    its rows gone and claims again on a new connection."""
+    settings = make_settings(postgres_url)
+    seed_consenting_contacts(postgres_engine, 20)
+    campaign = new_campaign(postgres_engine, settings, "nov", at=NOW)
+    queue_campaign(postgres_engine, settings, campaign, clock=lambda: NOW)
+    clock = Clock()
+    stopped = Ledger(postgres_engine, owner="stopped", key_count=1, lease_seconds=1, clock=clock)
+    other = Ledger(postgres_engine, owner="other", key_count=1, lease_seconds=1, clock=clock)
+    held = {job.delivery_id for job in stopped.claim(5)}
+    inside, resume = threading.Event(), threading.Event()
+    failures: list[Exception] = []
+
+    def stop_before_the_commit(conn: Any, cursor: Any, sql: str, *rest: Any) -> None:
+        if threading.current_thread() is renewing and sql.startswith("UPDATE delivery SET lease"):
+            inside.set()
+            resume.wait(30)  # stopped, its transaction open, its rows locked
+
+    def renew() -> None:
+        try:
+            stopped.renew()
+        except Exception as error:  # what the test reports
+            failures.append(error)
+
+    event.listen(postgres_engine, "after_cursor_execute", stop_before_the_commit)
+    renewing = threading.Thread(target=renew)
+    try:
+        renewing.start()
+        assert inside.wait(30)
+        clock.now += timedelta(seconds=5)  # the stopped worker's lease has expired
+        taken = other.take_over()  # waits for those locks until the server ends that session
+        assert renewing.is_alive()  # it went through while the other worker was still stopped
+    finally:
+        resume.set()
+        renewing.join(30)
+        event.remove(postgres_engine, "after_cursor_execute", stop_before_the_commit)
+    assert taken.requeued == len(held) == 5
+    assert failures == []  # its renewal was made again, on a new connection: nothing to renew
+    mine = {job.delivery_id for job in stopped.claim(5)}
+    theirs = {job.delivery_id for job in other.claim(50)}
+    assert len(mine) == 5 and not mine & theirs
+    assert held <= theirs | mine
+    stopped.close()
+    other.close()

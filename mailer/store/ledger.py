@@ -53,6 +53,7 @@ from mailer.store.models import (
     Suppression,
 )
 from mailer.store.prepared import Prepared
+from mailer.store.reconnect import again_if_cut, limit_idle_transactions, release_idle_limit
 from mailer.store.runlock import is_dead_local_process, owner_name
 
 __all__ = ["STOPPED", "DueDelivery", "Ledger", "Outcome", "TakeOver"]
@@ -93,6 +94,7 @@ class Ledger:
         self.owner = owner
         self.clock = clock
         self.lease = timedelta(seconds=lease_seconds)
+        limit_idle_transactions(self._conn, self.lease)
         d = _delivery.c
         # One bind parameter per secret key: a suppression made before a key rotation holds.
         self.hash_params = [f"h{i}" for i in range(key_count)]
@@ -212,6 +214,7 @@ class Ledger:
 
     # -- claiming a batch ----------------------------------------------------------------------
 
+    @again_if_cut
     def claim(self, limit: int, campaign_id: int | None = None) -> list[DueDelivery]:
         """Take up to `limit` due rows of running campaigns (of one, if given), oldest first."""
         now = self.clock()
@@ -265,6 +268,7 @@ class Ledger:
         jobs.sort(key=lambda job: job.delivery_id)
         return jobs
 
+    @again_if_cut
     def renew(self) -> None:
         """Extend the lease on everything this worker holds."""
         with self._conn.begin():
@@ -274,10 +278,12 @@ class Ledger:
                 .values(lease_until=self.clock() + self.lease)
             )
 
+    @again_if_cut
     def release(self) -> TakeOver:
         """Give back what this worker holds: when it stops, or after its tasks were cancelled."""
         return self._give_back(_delivery.c.lease_owner == self.owner)
 
+    @again_if_cut
     def take_over(self, campaign_id: int | None = None) -> TakeOver:
         """Give back the rows of workers whose lease expired or that died on this host."""
         d = _delivery.c
@@ -312,6 +318,7 @@ class Ledger:
 
     # -- what is left --------------------------------------------------------------------------
 
+    @again_if_cut
     def pending(self, campaign_id: int | None) -> bool:
         """Whether the campaign (or any running one) has rows not finished: due, deferred, held."""
         d = _delivery.c
@@ -324,6 +331,7 @@ class Ledger:
             query = select(exists().where(which, d.status.in_(_PENDING)))
             return bool(self._conn.execute(query).scalar())
 
+    @again_if_cut
     def next_retry_at(self, campaign_id: int | None = None) -> datetime | None:
         d = _delivery.c
         query = select(func.min(d.next_attempt_at)).where(d.status == DeliveryStatus.DEFERRED)
@@ -333,6 +341,7 @@ class Ledger:
             moment: datetime | None = self._conn.execute(query).scalar()
         return moment
 
+    @again_if_cut
     def is_running(self, campaign_id: int | None) -> bool:
         """Whether the campaign is still running (not paused, cancelled or finished)."""
         with self._conn.begin():
@@ -341,6 +350,7 @@ class Ledger:
             ).scalar()
         return bool(status == CampaignStatus.RUNNING)
 
+    @again_if_cut
     def finish_campaigns(self) -> None:
         """Mark running campaigns with nothing left `done`, unless a `campaign send` holds one."""
         c, d = _campaign.c, _delivery.c
@@ -359,7 +369,13 @@ class Ledger:
         own database connection or on `connection`, shared for group commit."""
         return Lane(self, connection)
 
+    def reconnect(self) -> None:
+        """After the server ended this session (see mailer.store.reconnect): a new one."""
+        self._conn.rollback()  # the invalidated connection is replaced at its next use
+        limit_idle_transactions(self._conn, self.lease)
+
     def close(self) -> None:
+        release_idle_limit(self._conn)  # it goes back to the pool without this worker's limit
         self._conn.close()
 
     def __enter__(self) -> Ledger:

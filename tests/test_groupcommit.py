@@ -124,7 +124,7 @@ def test_a_group_with_a_failing_statement_writes_nothing_and_the_next_group_work
             )
         finally:
             await group.finished()
-        return failed, worked
+        return list(failed), list(worked)
 
     failed, worked = asyncio.run(twice())
     assert all("no_such_column" in str(error) for error in failed)  # each lane sees the error
@@ -151,11 +151,12 @@ def test_a_group_on_a_connection_the_server_cut_fails_and_writes_nothing(
                     " WHERE application_name = 'mailer lanes' AND datname = current_database()"
                 ))  # fmt: skip
             await asyncio.sleep(0.2)
-            return await asyncio.gather(
+            errors = await asyncio.gather(
                 group.run(_starting(two, second)),
                 group.run(_starting(three, third)),
                 return_exceptions=True,
             )
+            return list(errors)
         finally:
             await group.finished()
 

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import Engine, select
 
 from mailer.config import Settings
+from mailer.delivery.dkimkeys import generate_key_pair
 from mailer.delivery.sending import ServerUnreachable, run_campaign
 from mailer.delivery.sink import DROP, CapturedMessage, SmtpSink
 from mailer.store.campaign import create_campaign
@@ -181,8 +182,9 @@ def test_a_server_that_is_down_pauses_the_run_instead_of_burning_through_the_lis
     assert all(status in ("queued", "deferred") for status, _a, _r in rows.values())
 
 
+@pytest.mark.parametrize("dkim", [None, "ed25519"])  # with Ed25519 the signing process renders
 def test_a_recipient_whose_message_cannot_be_rendered_fails_alone(
-    db_url: str, engine: Engine, sink: SmtpSink, tmp_path: Path
+    db_url: str, engine: Engine, sink: SmtpSink, tmp_path: Path, dkim: str | None
 ) -> None:
     templates = tmp_path / "templates" / "campaigns" / "avatar"
     templates.mkdir(parents=True)
@@ -191,10 +193,17 @@ def test_a_recipient_whose_message_cannot_be_rendered_fails_alone(
         encoding="utf-8",
     )
     (templates / "nl.txt").write_text("Hallo\n", encoding="utf-8")
+    signing = {}
+    if dkim is not None:
+        key = generate_key_pair("ed", "bakkerij.example", "ed25519", tmp_path)
+        signing = {"dkim": {"selector": "ed", "domain": "bakkerij.example",
+                            "algorithm": "ed25519-sha256",
+                            "private_key_file": str(key.private_key_file)}}  # fmt: skip
     settings = make_settings(
         db_url,
         templates_dir=str(tmp_path / "templates"),
         smtp={"port": sink.port, "max_connections": 1},
+        **signing,
     )
     csv = tmp_path / "people.csv"
     csv.write_text(

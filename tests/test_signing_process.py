@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections import Counter
 from pathlib import Path
 
 import dkim
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from mailer.core.dkim import SigningKey, sign_message
+from mailer.core.render import MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner, message_ref
 from mailer.delivery.dkimkeys import generate_key_pair, load_signing_keys
+from mailer.delivery.sender import MessageSender
 from mailer.delivery.signing import SigningProcess
 from mailer.delivery.sink import CapturedMessage, SmtpSink
 from mailer.errors import SigningError
+from mailer.store.campaign import content_of
+from mailer.store.models import Contact, Delivery
 from tests.conftest import make_settings
 from tests.factories import add_contact, new_campaign
 from tests.sending_support import NOW, received, run, status_of, subscribed
@@ -37,6 +43,16 @@ def _dual_keys(tmp_path: Path) -> tuple[dict[str, str], dict[bytes, bytes]]:
     }
     records = {k.dns_name.encode(): k.txt_value.encode() for k in (rsa_key, ed_key)}
     return section, records
+
+
+def _ed25519_key(tmp_path: Path) -> tuple[dict[str, str], dict[bytes, bytes]]:
+    ed_key = generate_key_pair("ed", "bakkerij.example", "ed25519", tmp_path)
+    section = {"selector": "ed", "domain": "bakkerij.example", "algorithm": "ed25519-sha256",
+               "private_key_file": str(ed_key.private_key_file)}  # fmt: skip
+    return section, {ed_key.dns_name.encode(): ed_key.txt_value.encode()}
+
+
+KEY_SETS = {"rsa and ed25519": _dual_keys, "ed25519 alone": _ed25519_key}
 
 
 @pytest.fixture
@@ -128,10 +144,11 @@ def test_a_signing_process_that_dies_fails_every_later_message(
     assert asyncio.run(sign_after_kill()) == "the DKIM signing process ended (exit code -9)"
 
 
+@pytest.mark.parametrize("key_set", KEY_SETS)  # the loop renders; the child renders
 def test_a_campaign_whose_signing_process_dies_sends_nothing_unsigned_nor_twice(
-    tmp_path: Path, engine: Engine, db_url: str
+    tmp_path: Path, engine: Engine, db_url: str, key_set: str
 ) -> None:
-    section, records = _dual_keys(tmp_path)
+    section, records = KEY_SETS[key_set](tmp_path)
     killed: list[int] = []
 
     def kill_at_the_fifth(message: CapturedMessage) -> None:
@@ -162,9 +179,9 @@ def test_a_campaign_whose_signing_process_dies_sends_nothing_unsigned_nor_twice(
     def lookup(name: bytes, timeout: int = 5) -> bytes:
         return records[name]
 
-    for message in sink.messages:  # every message that went out carries both signatures
-        assert dkim.DKIM(message.data).verify(idx=0, dnsfunc=lookup)
-        assert dkim.DKIM(message.data).verify(idx=1, dnsfunc=lookup)
+    for message in sink.messages:  # every message that went out carries every signature
+        for index in range(len(records)):
+            assert dkim.DKIM(message.data).verify(idx=index, dnsfunc=lookup)
     final = status_of(engine, campaign)
     in_doubt = {email for email, status in final.items() if status == "unknown"}
     counts = Counter(received(sink))
@@ -188,3 +205,54 @@ def test_the_signing_process_works_on_uvloop_the_loop_of_mailer_serve(
     assert uvloop.run(sign_two()) == [
         sign_message(_message(n), keys, timestamp=n) for n in range(2)
     ]
+
+
+def test_with_ed25519_alone_the_signing_process_renders_what_the_loop_would_have(
+    tmp_path: Path, engine: Engine, db_url: str
+) -> None:
+    section, records = _ed25519_key(tmp_path)
+    with SmtpSink() as sink:
+        settings = make_settings(db_url, smtp={"port": sink.port}, dkim=section)
+        for n in range(6):
+            add_contact(engine, settings, f"p{n}@example.nl", at=NOW, consents=subscribed(),
+                        first_name=f"Ans {n}")  # fmt: skip
+        campaign = new_campaign(engine, settings, "nov", at=NOW)
+        assert MessageSender(engine, settings, lambda: NOW, None).child_renders
+        run(engine, settings, campaign)
+    assert campaign.id is not None
+    factory = MessageFactory(
+        make_environment(settings), settings, content_of(campaign),
+        TokenSigner(settings.require_secret_keys()).unsubscribe_token,
+    )  # fmt: skip
+    rows = _deliveries(engine, campaign.id)
+    assert len(sink.messages) == len(rows) == 6
+    for message in sink.messages:
+        assert dkim.DKIM(message.data).verify(dnsfunc=lambda name, timeout=5: records[name])
+        delivery_id, basis, recipient = rows[message.recipients[0]]
+        ref = message_ref(settings.require_secret_keys()[-1], f"{campaign.id}.{delivery_id}")
+        here = factory.render(recipient, basis=basis, now=NOW, delivery_ref=ref)
+        signature, _, rest = message.data.partition(b"\r\nFrom: ")
+        assert signature.startswith(b"DKIM-Signature: ")
+        assert _unrandom(b"From: " + rest) == _unrandom(here.data)
+
+
+def _unrandom(message: bytes) -> bytes:
+    """The message with what is random in each (its MIME boundary and the random half of its
+    Message-ID, after the delivery's keyed reference) named the same."""
+    boundary = re.search(rb'boundary="([^"]+)"', message)
+    assert boundary is not None
+    message = message.replace(boundary.group(1), b"BOUNDARY")
+    return re.sub(rb"(Message-ID: <[0-9a-f]+)\.[0-9a-f]+@", rb"\1.RANDOM@", message)
+
+
+def _deliveries(engine: Engine, campaign_id: int) -> dict[str, tuple[int, str, Recipient]]:
+    """email -> (delivery id, basis, the recipient as the worker reads it)."""
+    d, c = Delivery.__table__, Contact.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(d.c.id, d.c.basis, c.c.id, c.c.email, c.c.first_name, c.c.last_name,
+                   c.c.locale)
+            .join(c, c.c.id == d.c.contact_id)
+            .where(d.c.campaign_id == campaign_id)
+        ).all()  # fmt: skip
+    return {row[3]: (row[0], row[1], Recipient(*row[2:])) for row in rows}

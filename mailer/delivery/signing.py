@@ -27,16 +27,21 @@ import struct
 import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 from cryptography.hazmat.primitives import serialization
 
+from mailer.config import Settings
 from mailer.core.dkim import SigningKey, signature_headers
-from mailer.errors import SigningError
+from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
+from mailer.core.tokens import TokenSigner
+from mailer.errors import InputError, SigningError
 
 __all__ = ["SigningProcess"]
 
 _LENGTH = struct.Struct(">I")
+_DONE, _BAD_INPUT, _FAILED = "done", "input", "failed"  # how the child answers an item
 _STDERR_KEPT = 4096  # the end of what the child writes there, for the error message
 
 
@@ -48,13 +53,18 @@ class SigningProcess:
     that sends, a signature costs a few dict and deque operations.
     """
 
-    def __init__(self, keys: Sequence[SigningKey]) -> None:
+    def __init__(
+        self, keys: Sequence[SigningKey], rendering: tuple[Settings, Sequence[str]] | None = None
+    ) -> None:
         self._keys = tuple(keys)
+        # The settings and secret keys the child renders with (`make`), or None (`sign` only).
+        self._rendering = rendering
+        self._campaigns: set[int] = set()  # those whose content the child has been sent
         self._starting: asyncio.Task[None] | None = None
         self._transport: asyncio.SubprocessTransport | None = None
         self._stdin: asyncio.WriteTransport | None = None
-        self._waiting: list[tuple[asyncio.Future[bytes], int, bytes]] = []
-        self._in_flight: deque[asyncio.Future[bytes]] = deque()  # sent, oldest first
+        self._waiting: list[tuple[asyncio.Future[Any], tuple[Any, ...]]] = []
+        self._in_flight: deque[asyncio.Future[Any]] = deque()  # sent, oldest first
         self._answers = bytearray()
         self._errors = bytearray()
         self._failed: SigningError | None = None
@@ -64,12 +74,35 @@ class SigningProcess:
     def sign(self, message: bytes, timestamp: int) -> asyncio.Future[bytes]:
         """A future of the DKIM-Signature headers to put in front of `message`
         (mailer.core.dkim.signature_headers); it fails with SigningError."""
+        return self._ask(("sign", timestamp, message))
+
+    def make(
+        self,
+        campaign_id: int,
+        content: CampaignContent,
+        recipient: Recipient,
+        *,
+        basis: str,
+        now: datetime,
+        delivery_ref: str,
+    ) -> asyncio.Future[tuple[bytes, str]]:
+        """A future of the message rendered (`MessageFactory.render`) and signed in the child:
+        its bytes, the signature headers in front, and its Message-ID. It fails with
+        InputError for what the recipient's data does to the message, else SigningError."""
+        assert self._rendering is not None, "started without what rendering needs"
+        known = campaign_id in self._campaigns
+        self._campaigns.add(campaign_id)
+        return self._ask(
+            ("make", campaign_id, None if known else content, recipient, basis, now, delivery_ref)
+        )
+
+    def _ask(self, item: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes] = loop.create_future()
+        future: asyncio.Future[Any] = loop.create_future()
         if self._failed is not None:
             future.set_exception(self._failed)
             return future
-        self._waiting.append((future, timestamp, message))
+        self._waiting.append((future, item))
         if self._stdin is None:
             if self._starting is None:
                 self._starting = loop.create_task(self._start())
@@ -111,6 +144,7 @@ class SigningProcess:
         self._transport = transport
         self._stdin = cast(asyncio.WriteTransport, transport.get_pipe_transport(0))
         self._stdin.write(_frame([_key_material(key) for key in self._keys]))
+        self._stdin.write(_frame(self._rendering))
         self._send_waiting()
 
     def _send_waiting(self) -> None:
@@ -118,9 +152,9 @@ class SigningProcess:
         if self._stdin is None or not self._waiting:
             return
         batch, self._waiting = self._waiting, []
-        self._in_flight.extend(future for future, _, _ in batch)
+        self._in_flight.extend(future for future, _ in batch)
         self.batches += 1
-        self._stdin.write(_frame([(timestamp, data) for _, timestamp, data in batch]))
+        self._stdin.write(_frame([item for _, item in batch]))
 
     def _received(self, data: bytes) -> None:
         answers = self._answers
@@ -131,13 +165,15 @@ class SigningProcess:
             end = offset + _LENGTH.size + length
             if len(answers) < end:
                 break
-            signed, value = pickle.loads(answers[offset + _LENGTH.size : end])
+            kind, value = pickle.loads(answers[offset + _LENGTH.size : end])
             offset = end
             future = self._in_flight.popleft()
             if future.done():  # its connection was cancelled meanwhile
                 continue
-            if signed:
+            if kind == _DONE:
                 future.set_result(value)
+            elif kind == _BAD_INPUT:
+                future.set_exception(InputError(value))
             else:
                 future.set_exception(SigningError(f"cannot sign a message: {value}"))
         del answers[:offset]
@@ -157,7 +193,7 @@ class SigningProcess:
         self._failed = self._failed or error
         _fail(self._in_flight, self._failed)
         self._in_flight.clear()
-        _fail((future for future, _, _ in self._waiting), self._failed)
+        _fail((future for future, _ in self._waiting), self._failed)
         self._waiting = []
 
 
@@ -178,7 +214,7 @@ class _ChildProtocol(asyncio.SubprocessProtocol):
         self._owner._exited()
 
 
-def _fail(futures: Iterable[asyncio.Future[bytes]], error: SigningError) -> None:
+def _fail(futures: Iterable[asyncio.Future[Any]], error: SigningError) -> None:
     for future in futures:
         if not future.done():
             future.set_exception(error)
@@ -207,8 +243,9 @@ def _read_frame(stream: BinaryIO) -> Any | None:
 
 
 def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
-    """The child: read the keys, then sign each batch of (timestamp, message), answering
-    every message as soon as it is signed, in order."""
+    """The child: read the keys and what rendering needs, then make each batch's items (a
+    signature, or a message rendered and signed), answering each as soon as it is made, in
+    order."""
     material = _read_frame(stdin)
     if material is None:
         return
@@ -216,15 +253,52 @@ def _serve(stdin: BinaryIO, stdout: BinaryIO) -> None:
     for selector, domain, algorithm, der in material:
         private_key: Any = serialization.load_der_private_key(der, password=None)
         keys.append(SigningKey(selector, domain, algorithm, private_key))
+    rendering = _read_frame(stdin)
+    renderer = None if rendering is None else _Renderer(*rendering)
     while (batch := _read_frame(stdin)) is not None:
-        for timestamp, message in batch:
-            answer: tuple[bool, bytes | str]
+        for item in batch:
+            answer: tuple[str, Any]
             try:
-                answer = (True, signature_headers(message, keys, timestamp))
+                if item[0] == "sign":
+                    answer = (_DONE, signature_headers(item[2], keys, item[1]))
+                else:
+                    assert renderer is not None
+                    answer = (_DONE, renderer.make(keys, *item[1:]))
+            except InputError as bad:  # this recipient's data, not the batch
+                answer = (_BAD_INPUT, str(bad))
             except ValueError as bad:  # one message that is not RFC 5322, not the batch
-                answer = (False, str(bad))
+                answer = (_FAILED, str(bad))
             stdout.write(_frame(answer))
             stdout.flush()
+
+
+class _Renderer:
+    """What the worker's MessageSender renders with, rebuilt in the child."""
+
+    def __init__(self, settings: Settings, secret_keys: Sequence[str]) -> None:
+        self._settings = settings
+        self._env = make_environment(settings)
+        self._token = TokenSigner(secret_keys).unsubscribe_token
+        self._factories: dict[int, MessageFactory] = {}
+
+    def make(
+        self,
+        keys: Sequence[SigningKey],
+        campaign_id: int,
+        content: CampaignContent | None,
+        recipient: Recipient,
+        basis: str,
+        now: datetime,
+        delivery_ref: str,
+    ) -> tuple[bytes, str]:
+        if content is not None:  # the campaign's first message here
+            self._factories[campaign_id] = MessageFactory(
+                self._env, self._settings, content, self._token
+            )
+        factory = self._factories[campaign_id]
+        message = factory.render(recipient, basis=basis, now=now, delivery_ref=delivery_ref)
+        headers = signature_headers(message.data, keys, int(now.timestamp()))
+        return headers + message.data, message.message_id
 
 
 if __name__ == "__main__":

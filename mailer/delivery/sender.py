@@ -37,8 +37,8 @@ from mailer.store.lane import Outcome as StoredOutcome
 from mailer.store.models import Campaign, DeliveryStatus
 from mailer.store.sharedrate import SharedRate
 
-__all__ = ["Clock", "Connection", "Making", "MessageSender", "ProgressCallback", "ServerUnreachable",
-           "monotonic", "utc_now"]  # fmt: skip
+__all__ = ["Clock", "Connection", "Making", "MessageSender", "ProgressCallback",
+           "ServerUnreachable", "monotonic", "utc_now"]  # fmt: skip
 
 Clock = Callable[[], datetime]
 ProgressCallback = Callable[[str], None]

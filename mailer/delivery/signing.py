@@ -10,12 +10,15 @@ Ed25519 at 0.70 and 0.83: docs/performance.md).
 What the connections ask for while the child is busy goes to it as one write, and the child
 answers each message as soon as it is signed, not the batch at the end (with the answers
 held back, the loop waited while the child signed and the child waited while the loop
-sent). Only the signature headers travel back (mailer.core.dkim.signature_headers), a few
-hundred bytes a message. The child is this module run as `python -m
-mailer.delivery.signing`; its keys reach it over its standard input, never on a command line
-or in a file. It ignores Ctrl-C, so messages in flight while `campaign send` winds down
-still get their signatures, and it ends when its standard input closes, also when the
-worker dies without closing it.
+sent). For `sign` only the signature headers travel back (mailer.core.dkim.signature_headers),
+a few hundred bytes a message. With Ed25519 keys alone the worker has the child render the
+message too (`make`): those signatures leave the child most of its core, while the loop is
+what limits a signed run (0.85 -> 0.94 of unsigned); an RSA signature fills that core by
+itself, so there the loop renders. The child is this module run as `python -m
+mailer.delivery.signing`; its keys, and for `make` the settings and secret keys, reach it
+over its standard input, never on a command line or in a file. It ignores Ctrl-C, so
+messages in flight while `campaign send` winds down still get their signatures, and it ends
+when its standard input closes, also when the worker dies without closing it.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from mailer.config import Settings
 from mailer.core.breaker import Breaker, BreakerState
-from mailer.core.render import CampaignContent, MessageFactory, RenderedMessage, make_environment
+from mailer.core.render import MessageFactory, RenderedMessage, make_environment
 from mailer.core.throttle import BlockSlots, Throttle, backoff_delay
 from mailer.core.tokens import TokenSigner, address_hashes, message_ref
 from mailer.core.verp import verp_address
@@ -242,7 +242,7 @@ class MessageSender:
         return attempts
 
     def make(
-        self, job: DueDelivery, factory: MessageFactory, content: CampaignContent, now: datetime
+        self, job: DueDelivery, campaign: Campaign, factory: MessageFactory, now: datetime
     ) -> Making:
         """Start making `job`'s message: rendered here and signed in the child, or both in
         the child, or rendered here alone without DKIM."""
@@ -250,7 +250,7 @@ class MessageSender:
         ref = message_ref(self.keys[-1], f"{job.campaign_id}.{job.delivery_id}")
         if self.signing is not None and self.child_renders:
             return Making(made=self.signing.make(
-                job.campaign_id, content, job.recipient, basis=job.basis, now=now,
+                job.campaign_id, content_of(campaign), job.recipient, basis=job.basis, now=now,
                 delivery_ref=ref,
             ))  # fmt: skip
         try:
@@ -288,7 +288,7 @@ class MessageSender:
         campaign, factory = self.campaign(job.campaign_id)
         now = self.clock()
         # Made (or signed) in the child while the row's start is committed: the waits overlap.
-        making = self.make(job, factory, content_of(campaign), now)
+        making = self.make(job, campaign, factory, now)
         attempts = None
         try:
             attempts = await self.start(job, campaign.list_name, lane, previous)

@@ -31,15 +31,16 @@ import sys
 from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from cryptography.hazmat.primitives import serialization
 
-from mailer.config import Settings
 from mailer.core.dkim import SigningKey, signature_headers
-from mailer.core.render import CampaignContent, MessageFactory, Recipient, make_environment
-from mailer.core.tokens import TokenSigner
 from mailer.errors import InputError, SigningError
+
+if TYPE_CHECKING:  # the child imports them only to render (`_Renderer`): a quicker start
+    from mailer.config import Settings
+    from mailer.core.render import CampaignContent, MessageFactory, Recipient
 
 __all__ = ["SigningProcess"]
 
@@ -279,6 +280,9 @@ class _Renderer:
     """What the worker's MessageSender renders with, rebuilt in the child."""
 
     def __init__(self, settings: Settings, secret_keys: Sequence[str]) -> None:
+        from mailer.core.render import make_environment
+        from mailer.core.tokens import TokenSigner
+
         self._settings = settings
         self._env = make_environment(settings)
         self._token = TokenSigner(secret_keys).unsubscribe_token
@@ -295,6 +299,8 @@ class _Renderer:
         delivery_ref: str,
     ) -> tuple[bytes, str]:
         if content is not None:  # the campaign's first message here
+            from mailer.core.render import MessageFactory
+
             self._factories[campaign_id] = MessageFactory(
                 self._env, self._settings, content, self._token
             )

@@ -286,6 +286,7 @@ class _Renderer:
         self._settings = settings
         self._env = make_environment(settings)
         self._token = TokenSigner(secret_keys).unsubscribe_token
+        self._contents: dict[int, CampaignContent] = {}
         self._factories: dict[int, MessageFactory] = {}
 
     def make(
@@ -299,12 +300,14 @@ class _Renderer:
         delivery_ref: str,
     ) -> tuple[bytes, str]:
         if content is not None:  # the campaign's first message here
+            self._contents[campaign_id] = content
+        factory = self._factories.get(campaign_id)
+        if factory is None:  # built at first use: one that fails fails each message, alone
             from mailer.core.render import MessageFactory
 
-            self._factories[campaign_id] = MessageFactory(
-                self._env, self._settings, content, self._token
+            factory = self._factories[campaign_id] = MessageFactory(
+                self._env, self._settings, self._contents[campaign_id], self._token
             )
-        factory = self._factories[campaign_id]
         message = factory.render(recipient, basis=basis, now=now, delivery_ref=delivery_ref)
         headers = signature_headers(message.data, keys, int(now.timestamp()))
         return headers + message.data, message.message_id

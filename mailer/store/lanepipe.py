@@ -86,9 +86,8 @@ class _Wire:
         self._socket = pgconn.socket
         self._waiting: asyncio.Future[None] | None = None
         self._loop.add_reader(self._socket, self._readable)
-        # Each statement's server-side name and parameter order, once it is known prepared
-        # (its text then empty: nothing to prepare).
-        self._statements: dict[str, tuple[bytes, str, list[str]]] = {}
+        # Each statement's server-side name and parameter order, once it is known prepared.
+        self._statements: dict[str, tuple[bytes, list[str]]] = {}
         self._count = 0
         self._busy = False  # GroupCommit sends one group at a time; this says it holds
 
@@ -108,23 +107,24 @@ class _Wire:
         pg = self._pg
         # Every parameter in its text form before anything is sent: a value that cannot be
         # (a bug) must not leave half a group in the pipeline.
-        new: dict[str, tuple[bytes, str, list[str]]] = {}
+        new: dict[str, tuple[bytes, list[str], str]] = {}  # to prepare: name, order, text
         planned = []
         for query in queries:
-            known = self._statements.get(query.sql) or new.get(query.sql)
+            known = self._statements.get(query.sql)
             if known is None:
-                known = new[query.sql] = self._named(query.sql)
-            planned.append((known, [_text(query.params[key]) for key in known[2]]))
+                if query.sql not in new:
+                    new[query.sql] = self._named(query.sql)
+                known = new[query.sql][:2]
+            name, order = known
+            planned.append((name, [_text(query.params[key]) for key in order]))
         sent: list[int | None] = []  # per command sent, the query it answers (None: other)
+        for name, _, text in new.values():  # prepared ahead of the group, in the same write
+            pg.send_prepare(name, text.encode("utf-8"))
+            sent.append(None)
         if transaction:
             pg.send_query_params(_BEGIN, None)
             sent.append(None)
-        preparing = set()
-        for index, ((name, text, _), values) in enumerate(planned):
-            if text and name not in preparing:
-                pg.send_prepare(name, text.encode("utf-8"))
-                preparing.add(name)
-                sent.append(None)
+        for index, (name, values) in enumerate(planned):
             pg.send_query_prepared(name, values)
             sent.append(index)
         if transaction:
@@ -144,17 +144,17 @@ class _Wire:
             if failure is None:
                 raise psycopg.InterfaceError(f"{len(results)} replies to {len(sent)} commands")
             raise _error(failure)
-        # Known prepared once the group went through (no SQL to send again).
-        self._statements.update({sql: (name, "", order) for sql, (name, _, order) in new.items()})
+        # Known prepared once the group went through.
+        self._statements.update({sql: (name, order) for sql, (name, order, _) in new.items()})
         return [
             _answer(result, queries[index])
             for result, index in zip(results, sent, strict=True)
             if index is not None
         ]
 
-    def _named(self, sql: str) -> tuple[bytes, str, list[str]]:
-        """A new server-side name for `sql`, its text with $n placeholders, and the order
-        of its parameters."""
+    def _named(self, sql: str) -> tuple[bytes, list[str], str]:
+        """A new server-side name for `sql`, the order of its parameters, and its text with
+        $n placeholders."""
         order: list[str] = []
 
         def number(match: re.Match[str]) -> str:
@@ -166,7 +166,7 @@ class _Wire:
 
         text = _PLACEHOLDER.sub(number, sql)
         self._count += 1
-        return f"mailer_lane_{self._count}".encode("ascii"), text, order
+        return f"mailer_lane_{self._count}".encode("ascii"), order, text
 
     async def _flush(self) -> None:
         while self._pg.flush() == 1:  # the socket's buffer is full: wait until it drains

@@ -133,11 +133,10 @@ def test_a_group_with_a_failing_statement_writes_nothing_and_the_next_group_work
     assert status[first.delivery_id] == status[third.delivery_id] == "sending"
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)  # a server's connection
 def test_a_group_on_a_connection_the_server_cut_fails_and_writes_nothing(
     engine: Engine, world: World
 ) -> None:
-    if engine.dialect.name == "sqlite":
-        pytest.skip("a server's connection")
     ledger, shared, (first, second, third, _fourth) = world
     one, two, three = ledger.lane(shared), ledger.lane(shared), ledger.lane(shared)
 

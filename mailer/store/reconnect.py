@@ -1,13 +1,14 @@
 """A worker stopped inside a transaction must not hold the other workers up.
 
-A `mailer worker` stopped by SIGSTOP, a paused VM or a debugger between two statements of a
-claim holds that transaction open, and with it the locks on its rows: another worker's
-take-over of those rows, once the lease has expired, would wait for it as long as it stays
-stopped. On PostgreSQL the ledger's session therefore carries
-`idle_in_transaction_session_timeout` equal to the lease: the server ends such a session,
-undoes its transaction and frees the rows. When the stopped worker goes on, its next ledger
-call finds the connection gone and is made once more on a new one (`again_if_cut`); its
-claims have gone to the others by then, and its lanes find the rows no longer its own.
+A `mailer worker` stopped by SIGSTOP, a paused VM or a debugger inside one of its ledger
+transactions (between its lease renewal's UPDATE and COMMIT, say) holds that transaction
+open, and with it the locks on the rows it holds: another worker's take-over of those rows,
+once the lease has expired, would wait for it as long as it stays stopped. On PostgreSQL
+the ledger's session therefore carries `idle_in_transaction_session_timeout` equal to the
+lease: the server ends such a session, undoes its transaction and frees the rows. When the
+stopped worker goes on, its next ledger call finds the connection gone and is made once more
+on a new one (`again_if_cut`); its claims have gone to the others by then, and its lanes
+find the rows no longer its own.
 """
 
 from __future__ import annotations

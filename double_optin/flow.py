@@ -46,6 +46,7 @@ from mailer.core.addresses import normalise_address
 from mailer.core.render import make_environment
 from mailer.core.tokens import TokenSigner
 from mailer.delivery.acknowledge import send_unsubscribe_ack
+from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.sending import Connection
 from mailer.delivery.welcome import build_welcome, send_welcome, welcome_wanted
 from mailer.errors import ExpiredToken, ForgedToken
@@ -94,6 +95,9 @@ class Flow:
         self._limits = SignupLimits(self._keys, settings.web.signups_per_ip_per_hour)
         self._hash_keys = settings.require_hash_keys()  # suppressions: never rotated away
         self._env = make_environment(settings)
+        # Transactional mail is signed like campaign mail; the keys are read and checked once,
+        # so `serve` fails at start on a key that does not load, not at the first signup.
+        self._dkim = load_signing_keys(settings)
         self._ttl = timedelta(hours=settings.web.confirm_ttl_hours)
 
     # -- signup ------------------------------------------------------------------------------
@@ -170,7 +174,7 @@ class Flow:
 
     async def send(self, mail: ConfirmationMail) -> bool:
         """Render and send the confirmation mail (the web layer calls this after answering)."""
-        data = build_confirmation(self._env, self.settings, mail, self.clock())
+        data = build_confirmation(self._env, self.settings, mail, self.clock(), self._dkim)
         return await deliver(data, mail.email, self.settings, self._connect)
 
     # -- confirm -----------------------------------------------------------------------------
@@ -266,6 +270,7 @@ class Flow:
         data = build_welcome(
             self._env, self.settings, email=welcome.email, list_name=welcome.list_name,
             unsubscribe_url=welcome.unsubscribe_url, locale=welcome.locale, now=self.clock(),
+            dkim=self._dkim,
         )  # fmt: skip
         return await send_welcome(data, welcome.email, self.settings, connect=self._connect)
 
@@ -348,5 +353,5 @@ class Flow:
         """Send the unsubscribe acknowledgement (the web layer calls this after answering)."""
         return await send_unsubscribe_ack(
             self.settings, ack.email, ack.list_title, locale=ack.locale, now=self.clock(),
-            connect=self._connect,
+            connect=self._connect, dkim=self._dkim,
         )  # fmt: skip

@@ -7,13 +7,14 @@ message, so it does not queue behind a campaign's throttle; it opens its own SMT
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from jinja2 import Environment
 
 from mailer.config import Settings
+from mailer.core.dkim import SigningKey
 from mailer.delivery.sending import Connection
 from mailer.delivery.transactional import deliver_one, transactional_message
 
@@ -38,7 +39,11 @@ def _title(settings: Settings, name: str, locale: str) -> str:
 
 
 def build_confirmation(
-    env: Environment, settings: Settings, mail: ConfirmationMail, now: datetime
+    env: Environment,
+    settings: Settings,
+    mail: ConfirmationMail,
+    now: datetime,
+    dkim: Sequence[SigningKey],
 ) -> bytes:
     sender = settings.sender
     context = {
@@ -55,7 +60,7 @@ def build_confirmation(
     body = env.get_template(f"mail/confirm.{mail.locale}.txt").render(context)
     return transactional_message(
         settings, to=mail.email, subject=subject, body=body, now=now,
-        auto_submitted="auto-generated",
+        auto_submitted="auto-generated", dkim=dkim,
     )  # fmt: skip
 
 

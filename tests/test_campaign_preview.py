@@ -12,8 +12,10 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mailer.cli import main
+from mailer.delivery.dkimkeys import generate_key_pair
 from mailer.delivery.sink import SmtpSink
 from tests.conftest import SECRET
+from tests.dkim_support import dual_dkim, verifies
 from tests.project_files import settings_toml
 
 TEST_ADDRESSES = 'test_addresses = ["Marketing@Bakkerij.example", "baas@bakkerij.example"]'
@@ -161,3 +163,17 @@ def test_preview_of_a_paused_campaign_says_it_is_paused(
     assert mailer(project, "campaign", "preview", "weekly", "--email", "anna@example.nl") == 0
     out = capsys.readouterr().out
     assert "Campaign weekly is paused: nothing is sent until `mailer campaign resume`." in out
+
+
+def test_a_test_send_is_signed_with_both_keys_when_dual_signing(
+    project: Path, sink: SmtpSink, tmp_path: Path
+) -> None:
+    rsa = generate_key_pair("rsa2026", "bakkerij.example", "rsa", tmp_path)
+    ed = generate_key_pair("ed2026", "bakkerij.example", "ed25519", tmp_path)
+    section = "\n[dkim]\n" + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in dual_dkim(rsa, ed).items()
+    )
+    project.write_text(project.read_text(encoding="utf-8") + section, encoding="utf-8")
+    assert mailer(project, "campaign", "test", "weekly", "--to", "baas@bakkerij.example") == 0
+    [message] = sink.messages
+    assert verifies(message.data, [rsa, ed]) == [True, True]

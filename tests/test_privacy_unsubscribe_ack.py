@@ -87,10 +87,11 @@ async def test_the_acknowledgement_can_be_switched_on_in_nl_and_speaks_the_conta
 async def test_send_unsubscribe_ack_reports_a_refusal_without_raising(db_url: str) -> None:
     with SmtpSink(reply=lambda _m: "550 5.7.1 refused") as refusing:
         settings = make_settings(db_url, smtp={"port": refusing.port})
-        assert await send_unsubscribe_ack(settings, JAN, "Nieuwsbrief") is False
+        assert await send_unsubscribe_ack(settings, JAN, "Nieuwsbrief", dkim=()) is False
     with SmtpSink() as accepting:
         settings = make_settings(db_url, smtp={"port": accepting.port})
-        assert await send_unsubscribe_ack(settings, JAN, "Nieuwsbrief", locale="en") is True
+        sent = await send_unsubscribe_ack(settings, JAN, "Nieuwsbrief", locale="en", dkim=())
+        assert sent is True
         assert [m.recipients for m in accepting.messages] == [(JAN,)]
 
 

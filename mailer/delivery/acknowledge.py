@@ -8,10 +8,11 @@ answer page, so a slow relay never holds the unsubscribe itself.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from mailer.config import Settings
+from mailer.core.dkim import SigningKey
 from mailer.core.render import make_environment
 from mailer.delivery.sending import Connection
 from mailer.delivery.transactional import deliver_one, transactional_message
@@ -20,9 +21,16 @@ __all__ = ["build_unsubscribe_ack", "send_unsubscribe_ack"]
 
 
 def build_unsubscribe_ack(
-    settings: Settings, email: str, list_title: str, *, locale: str, now: datetime
+    settings: Settings,
+    email: str,
+    list_title: str,
+    *,
+    locale: str,
+    now: datetime,
+    dkim: Sequence[SigningKey],
 ) -> bytes:
-    """The acknowledgement as bytes ready for SMTP (pure: no I/O beyond reading templates)."""
+    """The acknowledgement as bytes ready for SMTP, signed with `dkim` (pure: no I/O beyond
+    reading templates)."""
     env = make_environment(settings)
     sender = settings.sender
     context = {
@@ -34,7 +42,13 @@ def build_unsubscribe_ack(
     subject = env.get_template(f"mail/unsubscribed_subject.{locale}.txt").render(context).strip()
     body = env.get_template(f"mail/unsubscribed.{locale}.txt").render(context)
     return transactional_message(
-        settings, to=email, subject=subject, body=body, now=now, auto_submitted="auto-replied"
+        settings,
+        to=email,
+        subject=subject,
+        body=body,
+        now=now,
+        auto_submitted="auto-replied",
+        dkim=dkim,
     )
 
 
@@ -43,6 +57,7 @@ async def send_unsubscribe_ack(
     email: str,
     list_title: str,
     *,
+    dkim: Sequence[SigningKey],
     locale: str | None = None,
     now: datetime | None = None,
     connect: Callable[[], Connection] | None = None,
@@ -55,7 +70,7 @@ async def send_unsubscribe_ack(
     """
     chosen = locale if locale in ("nl", "en") else settings.locale
     data = build_unsubscribe_ack(
-        settings, email, list_title, locale=chosen, now=now or datetime.now(UTC)
+        settings, email, list_title, locale=chosen, now=now or datetime.now(UTC), dkim=dkim
     )
     return await deliver_one(
         data, email, settings, what="unsubscribe acknowledgement", connect=connect

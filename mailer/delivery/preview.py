@@ -25,7 +25,7 @@ from mailer.core.addresses import normalise_address
 from mailer.core.policy import Basis, Decision
 from mailer.core.render import MessageFactory, Recipient, make_environment
 from mailer.core.tokens import TokenSigner
-from mailer.delivery.dkimkeys import load_signing_key
+from mailer.delivery.dkimkeys import load_signing_keys
 from mailer.delivery.transactional import deliver_one
 from mailer.delivery.worker import Connection
 from mailer.errors import InputError, NotFoundError
@@ -94,7 +94,7 @@ def _factory(settings: Settings, campaign: Campaign, subject_prefix: str = "") -
         settings,
         content,
         TokenSigner(settings.require_secret_keys()).unsubscribe_token,
-        load_signing_key(settings),
+        load_signing_keys(settings),  # both keys when dual signing, as a campaign signs
     )
 
 

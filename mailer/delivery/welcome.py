@@ -10,12 +10,13 @@ server's answer. It carries the list's unsubscribe link (one click, as in every 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from jinja2 import Environment, TemplateNotFound
 
 from mailer.config import Settings
+from mailer.core.dkim import SigningKey
 from mailer.delivery.sending import Connection
 from mailer.delivery.transactional import deliver_one, transactional_message
 
@@ -50,8 +51,9 @@ def build_welcome(
     unsubscribe_url: str,
     locale: str,
     now: datetime,
+    dkim: Sequence[SigningKey],
 ) -> bytes:
-    """The welcome mail as bytes ready for SMTP."""
+    """The welcome mail as bytes ready for SMTP, signed with `dkim`."""
     config = settings.lists[list_name]
     context = {
         "sender": settings.sender,
@@ -68,7 +70,13 @@ def build_welcome(
     subject = env.get_template(subject_name).render(context).strip()
     body = env.get_template(body_name).render(context)
     return transactional_message(
-        settings, to=email, subject=subject, body=body, now=now, auto_submitted="auto-replied"
+        settings,
+        to=email,
+        subject=subject,
+        body=body,
+        now=now,
+        auto_submitted="auto-replied",
+        dkim=dkim,
     )
 
 

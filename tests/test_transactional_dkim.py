@@ -19,6 +19,8 @@ from mailer.delivery.sink import SmtpSink
 from mailer.errors import ConfigError
 from tests.conftest import BASE_CONFIG, make_settings
 from tests.dkim_support import dual_dkim, verifies
+from tests.process_support import free_port, mailer
+from tests.project_files import settings_toml
 from tests.web_support import BASE, FakeClock, body_text, client, confirm_path, parsed, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -92,3 +94,27 @@ def test_a_key_that_does_not_load_stops_the_web_app_at_its_start(
         create_app(settings, engine, clock=FakeClock())
     assert 'key "dkim.second_private_key_file"' in str(caught.value)
     assert str(ed.private_key_file) in str(caught.value)
+
+
+def test_serve_with_a_key_that_does_not_load_exits_2_before_it_says_it_serves(
+    tmp_path: Path,
+) -> None:
+    rsa = generate_key_pair("rsa2026", "bakkerij.example", "rsa", tmp_path)
+    missing = tmp_path / "gone.key"
+    section = (
+        f'[dkim]\nselector = "rsa2026"\ndomain = "bakkerij.example"\n'
+        f'private_key_file = "{rsa.private_key_file}"\nsecond_selector = "ed2026"\n'
+        f'second_private_key_file = "{missing}"\n'
+    )
+    config = tmp_path / "mailer.toml"
+    web = f"[web]\nport = {free_port()}\n"
+    config.write_text(
+        settings_toml(2525, f"sqlite:///{tmp_path / 'm.db'}", extra=web + section),
+        encoding="utf-8",
+    )
+    assert mailer(config, "init").returncode == 0
+    served = mailer(config, "serve")  # returns at once; a hang would hit the timeout
+    assert served.returncode == 2
+    assert 'key "dkim.second_private_key_file"' in served.stderr
+    assert str(missing) in served.stderr
+    assert "Serving" not in served.stdout

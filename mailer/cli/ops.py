@@ -43,8 +43,9 @@ def serve() -> None:
         )
     with open_engine(settings) as engine:
         web = settings.web
+        app = create_app(settings, engine)  # a DKIM key that does not load stops it here
         output.line(f"Serving {web.base_url} on http://{web.host}:{web.port} (Ctrl+C stops).")
-        _run(run_service(settings, create_app(settings, engine)))
+        _run(run_service(settings, app))
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
